@@ -1,0 +1,345 @@
+"""Path templates: ``exports/%COLLECTION_NAME%/%DATE%`` compiled once, expanded many times.
+
+Rules (DESIGN.md "Path templates"):
+
+* Tokens are case-insensitive: ``%COLLECTION_ID%``, ``%COLLECTION_NAME%``, ``%RESULT_SET_ID%``,
+  ``%DATE%`` (``YYYY_MM_DD``, UTC), ``%YEAR%``, ``%MONTH%``, ``%DAY%``, ``%HOUR%``.
+* ``%%`` is a literal ``%``; a ``%`` that starts no ``%NAME%`` is literal; ``%NAME%`` with an
+  unknown NAME is an error carrying its position.
+* Expansion is one pass: values are inserted literally, never expanded again.
+* A value never changes the number of segments: ``/``, ``\\`` and control characters become
+  ``_``; a value that would be empty, ``.`` or ``..`` becomes ``_``. Values are NFC-normalised.
+* The literal text is normalised (no leading, trailing or doubled ``/``); a ``.`` or ``..``
+  segment, or a control character, is rejected.
+* An object key over 1024 UTF-8 bytes is an error, never truncated.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime
+from typing import Final
+
+from ._errors import InvalidTemplate, ObjectKeyTooLong
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "TOKENS",
+    "PathTemplate",
+    "expand_prefix",
+    "object_key",
+    "sanitize_segment",
+]
+
+MAX_KEY_BYTES: Final = 1024
+
+#: Every token a template may use, in the case used in documentation.
+TOKENS: Final[tuple[str, ...]] = (
+    "COLLECTION_ID",
+    "COLLECTION_NAME",
+    "RESULT_SET_ID",
+    "DATE",
+    "YEAR",
+    "MONTH",
+    "DAY",
+    "HOUR",
+)
+_VALUE_TOKENS: Final = frozenset({"COLLECTION_ID", "COLLECTION_NAME", "RESULT_SET_ID"})
+_NAME = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)%")
+
+
+def _is_control(ch: str) -> bool:
+    # Cc: C0/C1 controls and DEL; Zl/Zp: line/paragraph separators; Cs: lone surrogates,
+    # which cannot be encoded as UTF-8 at all.
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs")
+
+
+# str.translate table replacing every character a value may not carry with "_".
+_VALUE_TABLE: Final[dict[int, str]] = {
+    cp: "_"
+    for cp in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
+}
+_VALUE_TABLE[ord("/")] = "_"
+_VALUE_TABLE[ord("\\")] = "_"
+assert all(_is_control(chr(c)) for c in _VALUE_TABLE if chr(c) not in "/\\")
+
+
+def sanitize_segment(value: object) -> str:
+    """Turn any value into exactly one path segment.
+
+    NFC-normalises, replaces ``/``, ``\\`` and control characters with ``_``, and turns a
+    result that is empty, ``.`` or ``..`` into ``_``. Everything else passes unchanged.
+    """
+    text = value if type(value) is str else str(value)
+    if not text.isascii() and not unicodedata.is_normalized("NFC", text):
+        # Normalising is safe before the translation: lone surrogates survive it unchanged.
+        text = unicodedata.normalize("NFC", text)
+    text = text.translate(_VALUE_TABLE)
+    if text in ("", ".", ".."):
+        return "_"
+    return text
+
+
+def object_key(prefix: str, file_name: str) -> str:
+    """``prefix + "/" + file_name`` (just the file name for an empty prefix).
+
+    The file name is sanitised as one segment. Raises :class:`ObjectKeyTooLong` over 1024
+    UTF-8 bytes.
+    """
+    name = sanitize_segment(file_name)
+    key = f"{prefix}/{name}" if prefix else name
+    _check_length(key)
+    return key
+
+
+def _check_length(key: str) -> None:
+    # A UTF-8 character is at most 4 bytes, so short keys skip the encode.
+    if len(key) * 4 > MAX_KEY_BYTES and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ObjectKeyTooLong(key)
+
+
+def _utc(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        return now
+    return now.astimezone(UTC)
+
+
+class PathTemplate:
+    """A compiled path template.
+
+    >>> t = PathTemplate("exports/%COLLECTION_NAME%/%DATE%")
+    >>> t.expand(collection_id="c1", collection_name="a/b", result_set_id="7",
+    ...          now=datetime(2026, 11, 27))
+    'exports/a_b/2026_11_27'
+
+    Raises :class:`~destinations.InvalidTemplate` (with ``.position``) when the text uses an
+    unknown token, a ``.``/``..`` segment or a control character.
+    """
+
+    __slots__ = ("_format", "_literal_prefix", "_segments", "_text", "_tokens", "normalized")
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"template must be a str, not {type(text).__name__}")
+        self._text = text
+        # Pieces in order: literal text, or "\0NAME" for a token (a template cannot contain
+        # NUL: control characters are rejected).
+        pieces: list[str] = []
+        literal: list[str] = []
+        i, n = 0, len(text)
+        while i < n:
+            ch = text[i]
+            if ch == "%":
+                if text.startswith("%%", i):
+                    literal.append("%")
+                    i += 2
+                    continue
+                m = _NAME.match(text, i)
+                if m:
+                    name = m.group(1).upper()
+                    if name not in TOKENS:
+                        known = ", ".join(f"%{t}%" for t in TOKENS)
+                        raise InvalidTemplate(
+                            f"unknown token %{m.group(1)}%; known tokens are {known} "
+                            f"(write %% for a literal %)",
+                            template=text,
+                            position=i,
+                        )
+                    pieces.append("".join(literal))
+                    literal.clear()
+                    pieces.append("\0" + name)
+                    i = m.end()
+                    continue
+            if _is_control(ch):
+                raise InvalidTemplate(
+                    f"control character U+{ord(ch):04X} is not allowed in a path template",
+                    template=text,
+                    position=i,
+                )
+            literal.append(ch)
+            i += 1
+        pieces.append("".join(literal))
+
+        # Split into segments on "/" and drop empty ones: that removes leading, trailing
+        # and doubled slashes in one go.
+        segments: list[list[str]] = [[]]
+        for piece in pieces:
+            if piece.startswith("\0"):
+                segments[-1].append(piece)
+                continue
+            for j, chunk in enumerate(piece.split("/")):
+                if j:
+                    segments.append([])
+                if chunk:
+                    segments[-1].append(chunk)
+        segments = [s for s in segments if s]
+        for seg in segments:
+            if len(seg) == 1 and seg[0] in (".", ".."):
+                raise InvalidTemplate(
+                    f"a {seg[0]!r} path segment is not allowed",
+                    template=text,
+                    position=_find_dot_segment(text, seg[0]),
+                )
+        self._segments = tuple(tuple(seg) for seg in segments)
+        self._tokens = frozenset(p[1:] for seg in segments for p in seg if p.startswith("\0"))
+
+        fmt: list[str] = []
+        for k, seg in enumerate(segments):
+            if k:
+                fmt.append("/")
+            for p in seg:
+                if p.startswith("\0"):
+                    fmt.append("{" + p[1:] + "}")
+                else:
+                    lit = unicodedata.normalize("NFC", p)
+                    fmt.append(lit.replace("{", "{{").replace("}", "}}"))
+        self._format = "".join(fmt)
+        #: The normalised template (tokens in upper case, ``%`` written ``%%``).
+        self.normalized = "/".join(
+            "".join(
+                f"%{p[1:]}%" if p.startswith("\0") else p.replace("%", "%%") for p in seg
+            )
+            for seg in segments
+        )
+        self._literal_prefix = self._compute_literal_prefix()
+
+    def _compute_literal_prefix(self) -> str:
+        out: list[str] = []
+        for k, seg in enumerate(self._segments):
+            if k:
+                out.append("/")
+            for p in seg:
+                if p.startswith("\0"):
+                    return "".join(out)
+                out.append(unicodedata.normalize("NFC", p))
+        return "".join(out)
+
+    @property
+    def text(self) -> str:
+        """The template exactly as given."""
+        return self._text
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        """The token names the template uses (upper case)."""
+        return self._tokens
+
+    @property
+    def literal_prefix(self) -> str:
+        """The normalised literal text before the first token (all of it if none).
+
+        Every expansion starts with this text.
+        """
+        return self._literal_prefix
+
+    @property
+    def probe_prefix(self) -> str:
+        """Where a verification probe goes: text before the first token, or the whole
+        prefix followed by ``/`` when the template has no token. Stays inside any prefix an
+        access policy is scoped to."""
+        if self._tokens or not self._literal_prefix:
+            return self._literal_prefix
+        return self._literal_prefix + "/"
+
+    def __repr__(self) -> str:
+        return f"PathTemplate({self._text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PathTemplate):
+            return NotImplemented
+        return self._format == other._format
+
+    def __hash__(self) -> int:
+        return hash(self._format)
+
+    def expand(
+        self,
+        *,
+        collection_id: object,
+        collection_name: object,
+        result_set_id: object,
+        now: datetime | None = None,
+    ) -> str:
+        """Expand the template for one result set.
+
+        ``now`` is the upload time (naive means UTC; default: the current UTC time). Pass the
+        same ``now`` for every file of a result set. Raises
+        :class:`~destinations.ObjectKeyTooLong` past 1024 UTF-8 bytes.
+        """
+        tokens = self._tokens
+        if not tokens:
+            return self._literal_prefix
+        values: dict[str, str] = {}
+        if "COLLECTION_ID" in tokens:
+            values["COLLECTION_ID"] = sanitize_segment(collection_id)
+        if "COLLECTION_NAME" in tokens:
+            values["COLLECTION_NAME"] = sanitize_segment(collection_name)
+        if "RESULT_SET_ID" in tokens:
+            values["RESULT_SET_ID"] = sanitize_segment(result_set_id)
+        if not tokens <= _VALUE_TOKENS:
+            values.update(_date_values(_utc(now)))
+        result = self._format.format_map(values)
+        _check_length(result)
+        return result
+
+
+_date_cache: dict[tuple[int, int, int, int], dict[str, str]] = {}
+
+
+def _date_values(now: datetime) -> dict[str, str]:
+    key = (now.year, now.month, now.day, now.hour)
+    cached = _date_cache.get(key)
+    if cached is None:
+        y, m, d, h = key
+        cached = {
+            "DATE": f"{y:04d}_{m:02d}_{d:02d}",
+            "YEAR": f"{y:04d}",
+            "MONTH": f"{m:02d}",
+            "DAY": f"{d:02d}",
+            "HOUR": f"{h:02d}",
+        }
+        if len(_date_cache) > 64:
+            _date_cache.clear()
+        _date_cache[key] = cached
+    return cached
+
+
+def _find_dot_segment(text: str, dots: str) -> int:
+    """Position of the first ``.``/``..`` segment in the raw text (between slashes)."""
+    pattern = re.compile(r"(?:^|(?<=/))" + re.escape(dots) + r"(?=/|$)")
+    m = pattern.search(text)
+    return m.start() if m else 0
+
+
+def expand_prefix(
+    text: str,
+    *,
+    collection_id: object,
+    collection_name: object,
+    result_set_id: object,
+    now: datetime | None = None,
+) -> str:
+    """Compile ``text`` and expand it once (compiled templates are cached)."""
+    return _compiled(text).expand(
+        collection_id=collection_id,
+        collection_name=collection_name,
+        result_set_id=result_set_id,
+        now=now,
+    )
+
+
+_cache: dict[str, PathTemplate] = {}
+
+
+def _compiled(text: str) -> PathTemplate:
+    template = _cache.get(text)
+    if template is None:
+        template = PathTemplate(text)
+        if len(_cache) >= 1024:
+            _cache.clear()
+        _cache[text] = template
+    return template
+

@@ -1,0 +1,122 @@
+"""The ``local`` type: a directory on this machine (the embedded default, no cloud account).
+
+Registered through core's own entry point, exactly as a third-party plugin is. Writes are
+atomic: data goes to a hidden temporary file beside the target, then ``os.replace`` moves it
+into place, so a reader never sees half a file. (No fsync: a crash may lose a just-written
+file, but never leaves a partial one under the final name.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .plugin import DestinationType, InvalidDestination, Source, Store, StoreError, StoreOptions
+from .plugin import hookimpl, open_source
+
+__all__ = ["LocalFields", "LocalStore", "destinations_register_types"]
+
+_CHUNK = 1024 * 1024
+
+
+class LocalFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    local_directory: str
+    local_path_prefix: str = ""
+
+    @field_validator("local_directory")
+    @classmethod
+    def _must_exist(cls, value: str) -> str:
+        if not value:
+            raise InvalidDestination({"local_directory": "required"})
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise InvalidDestination(
+                {"local_directory": f"{value!r} is not an existing directory; create it first"}
+            )
+        return str(path.resolve())
+
+
+class LocalStore(Store):
+    """Objects are files under ``local_directory``; key segments are directories."""
+
+    def __init__(self, fields: LocalFields, options: StoreOptions) -> None:
+        self.root = Path(fields.local_directory)
+        self.options = options
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StoreError("provider_error", f"invalid object key {key!r}",
+                             provider_code="InvalidKey")
+        return self.root.joinpath(*parts)
+
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise StoreError(
+                "bucket_not_found",
+                f"directory {str(self.root)!r} no longer exists; recreate it or update "
+                "local_directory",
+            )
+
+    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+        target = self._path(key)
+        self._check_root()
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open_source(source) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+                written = out.tell()
+            if size is not None and written != size:
+                raise StoreError(
+                    "provider_error",
+                    f"source gave {written} bytes, {size} expected; nothing was written",
+                    provider_code="IncompleteBody",
+                )
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise _map_os_error(exc, self.root) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        self._check_root()
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise _map_os_error(exc, self.root) from exc
+
+
+def _map_os_error(exc: OSError, root: Path) -> StoreError:
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    if isinstance(exc, PermissionError):
+        return StoreError(
+            "access_denied",
+            f"no permission to write under {str(root)!r}; give this service's user write "
+            "access to it",
+            provider_code=name,
+        )
+    return StoreError("provider_error", f"{exc.strerror or exc} under {str(root)!r}",
+                      provider_code=name)
+
+
+@hookimpl
+def destinations_register_types(register: Callable[[DestinationType], None]) -> None:
+    register(
+        DestinationType(
+            name="local",
+            fields=LocalFields,
+            open_store=LocalStore,
+            prefix_field="local_path_prefix",
+            description="A directory on the machine running the service.",
+        )
+    )

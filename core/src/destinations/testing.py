@@ -1,0 +1,226 @@
+"""The shared conformance suite every storage plugin runs against a real server.
+
+Subclass :class:`StoreConformance` in your plugin's tests and supply the fixtures; pytest
+collects the inherited tests (name your class ``Test…``)::
+
+    from destinations.testing import StoreConformance
+
+    class TestMyStoreConformance(StoreConformance):
+        @pytest.fixture
+        def destination(self, my_server): ...          # an enabled, writable Destination
+        @pytest.fixture
+        def bad_credentials_destination(self, my_server): ...  # same, with a wrong secret
+        @pytest.fixture
+        def missing_bucket_destination(self, my_server): ...   # a bucket that does not exist
+        @pytest.fixture
+        def read_object(self, my_server): ...   # key -> bytes, or None when absent
+        @pytest.fixture
+        def list_keys(self, my_server): ...     # prefix -> keys under it
+        @pytest.fixture
+        def request_counter(self, my_proxy): ... # RequestCounter seen by the server/proxy
+
+Read back through an independent client (the raw SDK), not through the store under test.
+Requires pytest (``pip install destinations[testing]``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from ._errors import VerificationFailed
+from ._spec import Destination
+from ._store import MiB, Store, StoreOptions
+from ._verify import open_store, verify
+
+__all__ = ["RequestCounter", "StoreConformance", "secret_values"]
+
+
+class RequestCounter(Protocol):
+    """Counts storage requests as the server (or a proxy in front of it) saw them."""
+
+    def reset(self) -> None: ...
+
+    def count(self) -> int: ...
+
+
+def secret_values(destination: Destination) -> list[str]:
+    """Every secret of ``destination`` in clear, to assert it appears nowhere."""
+    params = destination.to_params(reveal_secrets=True)
+    return [
+        str(params[name])
+        for name in destination.destination_type.secret_fields
+        if params.get(name)
+    ]
+
+
+class _OneByteAtATime(io.RawIOBase):
+    """A non-seekable stream of unknown size, like a socket or a pipe."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        chunk = self._buf.read(min(len(b), 64 * 1024))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class StoreConformance:
+    """Tests every plugin passes. Override ``store_options`` to shrink the threshold."""
+
+    @pytest.fixture
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(multipart_threshold=5 * MiB, part_size=5 * MiB, timeout=30.0)
+
+    @pytest.fixture
+    def store(self, destination: Destination, store_options: StoreOptions) -> Iterator[Store]:
+        with open_store(destination, store_options) as store:
+            yield store
+
+    @pytest.fixture
+    def key_prefix(self, destination: Destination) -> str:
+        base = destination.template.probe_prefix
+        return f"{base}conformance-{uuid.uuid4().hex[:12]}/"
+
+    # --- put / delete -------------------------------------------------------------
+
+    def test_put_small_stream_round_trip(
+        self, store: Store, key_prefix: str, read_object: Callable[[str], bytes | None]
+    ) -> None:
+        key = key_prefix + "small.json"
+        body = b'{"hello": "world"}\n'
+        store.put(key, io.BytesIO(body), size=len(body), content_type="application/json")
+        assert read_object(key) == body
+
+    def test_put_empty(
+        self, store: Store, key_prefix: str, read_object: Callable[[str], bytes | None]
+    ) -> None:
+        key = key_prefix + "empty.csv"
+        store.put(key, io.BytesIO(b""), size=0, content_type="text/csv")
+        assert read_object(key) == b""
+
+    def test_put_from_path(
+        self,
+        store: Store,
+        key_prefix: str,
+        tmp_path: Path,
+        read_object: Callable[[str], bytes | None],
+    ) -> None:
+        path = tmp_path / "data.jsonl"
+        body = b"".join(b'{"n": %d}\n' % i for i in range(1000))
+        path.write_bytes(body)
+        store.put(key_prefix + "data.jsonl", path, size=len(body), content_type=None)
+        store.put(key_prefix + "data-str.jsonl", str(path), size=len(body), content_type=None)
+        assert read_object(key_prefix + "data.jsonl") == body
+        assert read_object(key_prefix + "data-str.jsonl") == body
+
+    def test_put_larger_than_multipart_threshold(
+        self,
+        store: Store,
+        store_options: StoreOptions,
+        key_prefix: str,
+        tmp_path: Path,
+        read_object: Callable[[str], bytes | None],
+    ) -> None:
+        size = store_options.multipart_threshold + store_options.part_size // 2 + 1
+        body = os.urandom(size)
+        path = tmp_path / "big.bin"
+        path.write_bytes(body)
+        store.put(key_prefix + "big.bin", path, size=size, content_type=None)
+        assert read_object(key_prefix + "big.bin") == body
+
+    def test_put_unsized_stream(
+        self,
+        store: Store,
+        store_options: StoreOptions,
+        key_prefix: str,
+        read_object: Callable[[str], bytes | None],
+    ) -> None:
+        body = os.urandom(store_options.multipart_threshold + 12345)
+        stream = io.BufferedReader(_OneByteAtATime(body))
+        store.put(key_prefix + "piped.bin", stream, size=None, content_type=None)
+        assert read_object(key_prefix + "piped.bin") == body
+
+    def test_put_overwrites(
+        self, store: Store, key_prefix: str, read_object: Callable[[str], bytes | None]
+    ) -> None:
+        key = key_prefix + "twice.txt"
+        store.put(key, io.BytesIO(b"first"), size=5, content_type="text/plain")
+        store.put(key, io.BytesIO(b"second"), size=6, content_type="text/plain")
+        assert read_object(key) == b"second"
+
+    def test_unicode_and_space_keys(
+        self, store: Store, key_prefix: str, read_object: Callable[[str], bytes | None]
+    ) -> None:
+        key = key_prefix + "Köln daten/résumé ✓.csv"
+        store.put(key, io.BytesIO(b"a,b\n"), size=4, content_type="text/csv")
+        assert read_object(key) == b"a,b\n"
+
+    def test_delete(
+        self, store: Store, key_prefix: str, read_object: Callable[[str], bytes | None]
+    ) -> None:
+        key = key_prefix + "gone.txt"
+        store.put(key, io.BytesIO(b"x"), size=1, content_type="text/plain")
+        store.delete(key)
+        assert read_object(key) is None
+
+    def test_delete_missing_key_is_not_an_error(
+        self, store: Store, key_prefix: str, read_object: Callable[[str], bytes | None]
+    ) -> None:
+        store.delete(key_prefix + "never-written.txt")
+        assert read_object(key_prefix + "never-written.txt") is None
+
+    # --- verification ---------------------------------------------------------------
+
+    def test_verify_succeeds_and_leaves_no_probe(
+        self, destination: Destination, list_keys: Callable[[str], list[str]]
+    ) -> None:
+        report = verify(destination, timeout=30)
+        assert report.probe_key.startswith(destination.template.probe_prefix)
+        assert report.probe_key.rsplit("/", 1)[-1].startswith("destinations-verify-")
+        assert report.warnings == ()
+        assert report.total_seconds >= report.put_seconds + report.delete_seconds
+        left = [k for k in list_keys(destination.template.probe_prefix) if "destinations-verify-" in k]
+        assert left == []
+
+    def test_verify_makes_exactly_two_requests(
+        self, destination: Destination, request_counter: RequestCounter
+    ) -> None:
+        verify(destination, timeout=30)  # warm-up: plugin import, DNS, any one-time setup
+        request_counter.reset()
+        verify(destination, timeout=30)
+        assert request_counter.count() == 2
+
+    def test_verify_bad_credentials(
+        self,
+        bad_credentials_destination: Destination,
+        list_keys: Callable[[str], list[str]],
+    ) -> None:
+        with pytest.raises(VerificationFailed) as info:
+            verify(bad_credentials_destination, timeout=30)
+        assert (info.value.step, info.value.code) == ("put", "invalid_credentials")
+        assert info.value.probe_left is False
+        text = f"{info.value} {info.value!r} {info.value.message}"
+        for secret in secret_values(bad_credentials_destination):
+            assert secret not in text
+
+    def test_verify_missing_bucket(self, missing_bucket_destination: Destination) -> None:
+        with pytest.raises(VerificationFailed) as info:
+            verify(missing_bucket_destination, timeout=30)
+        assert (info.value.step, info.value.code) == ("put", "bucket_not_found")
+
+    def test_repr_hides_secrets(self, destination: Destination) -> None:
+        text = f"{destination!r} {destination} {destination.to_params()}"
+        secrets = secret_values(destination)
+        for secret in secrets:
+            assert secret not in text
