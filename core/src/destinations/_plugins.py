@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
-import pluggy
-
-from . import hookspecs
 from ._errors import PluginLoadError, UnknownType
-from .plugin import DestinationType
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from .plugin import DestinationType
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "available_types", "get_type", "host"]
 
@@ -26,11 +28,18 @@ class PluginHost:
         self._lock = threading.RLock()
         self._types: dict[str, DestinationType] = {}
         self._entry_points: dict[str, EntryPoint] | None = None
-        self.pm = pluggy.PluginManager("destinations")
+        # Imported here, not at module level: listing types must stay cheap (no pydantic).
+        import pluggy
+
+        from . import hookspecs
+
+        self.pm: pluggy.PluginManager = pluggy.PluginManager("destinations")
         self.pm.add_hookspecs(hookspecs)
         self.pm.hook.destinations_register_types.call_historic(kwargs={"register": self._register})
 
     def _register(self, dtype: DestinationType) -> None:
+        from .plugin import DestinationType
+
         if not isinstance(dtype, DestinationType):
             raise TypeError(f"register() takes a DestinationType, not {type(dtype).__name__}")
         existing = self._types.get(dtype.name)
@@ -41,12 +50,7 @@ class PluginHost:
     def entry_points(self) -> dict[str, EntryPoint]:
         with self._lock:
             if self._entry_points is None:
-                disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",")}
-                found: dict[str, EntryPoint] = {}
-                for ep in entry_points(group=ENTRY_POINT_GROUP):
-                    if ep.name not in disabled:
-                        found.setdefault(ep.name, ep)
-                self._entry_points = found
+                self._entry_points = _installed_entry_points()
             return self._entry_points
 
     def type_names(self) -> list[str]:
@@ -87,6 +91,16 @@ class PluginHost:
             return dtype
 
 
+def _installed_entry_points() -> dict[str, EntryPoint]:
+    disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",")}
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in disabled:
+            found.setdefault(ep.name, ep)
+    return found
+
+
+_listed: dict[str, EntryPoint] | None = None
 _host: PluginHost | None = None
 _host_lock = threading.Lock()
 
@@ -102,8 +116,14 @@ def host() -> PluginHost:
 
 
 def available_types() -> list[str]:
-    """Installed destination types, sorted. Reads entry-point names; imports no plugin."""
-    return host().type_names()
+    """Installed destination types, sorted. Reads entry-point names; imports no plugin
+    (nor pluggy or pydantic, until a type is used)."""
+    global _listed
+    if _host is not None:
+        return _host.type_names()
+    if _listed is None:
+        _listed = _installed_entry_points()
+    return sorted(_listed)
 
 
 def get_type(name: str) -> DestinationType:

@@ -174,8 +174,13 @@ def parse_destination(params: Mapping[str, object]) -> Destination:
             settings = dtype.fields.model_validate(data)
         except ValidationError as exc:
             errors.update(_field_errors(exc))
-        if settings is not None and dtype.prefix_field is not None:
-            text = getattr(settings, dtype.prefix_field) or ""
+        if dtype.prefix_field is not None:
+            # Compiled from the raw value too, so a template error is reported alongside
+            # the other fields' errors.
+            raw = data.get(dtype.prefix_field) if settings is None else None
+            text = getattr(settings, dtype.prefix_field) if settings is not None else raw
+            if not isinstance(text, str):
+                text = ""
             try:
                 template = PathTemplate(text)
             except InvalidTemplate as exc:
