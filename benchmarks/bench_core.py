@@ -45,16 +45,18 @@ def bench_templates(number: int = 200_000, repeat: int = 7) -> dict[str, float]:
 
     def ours() -> None:
         for _ in range(number):
-            compiled.expand(collection_id="C1", collection_name="Daily Products",
-                            result_set_id=next(it))
+            compiled.expand(
+                collection_id="C1", collection_name="Daily Products", result_set_id=next(it)
+            )
 
     def naive() -> None:
         for _ in range(number):
             naive_expand(TEMPLATE, "C1", "Daily Products", next(it))
 
     # Same inputs give the same output (the naive one just cannot sanitise).
-    assert compiled.expand(collection_id="C1", collection_name="Daily Products",
-                           result_set_id="RS1") == naive_expand(TEMPLATE, "C1", "Daily Products", "RS1")
+    assert compiled.expand(
+        collection_id="C1", collection_name="Daily Products", result_set_id="RS1"
+    ) == naive_expand(TEMPLATE, "C1", "Daily Products", "RS1")
     # Interleaved, best of each: other load on the machine hits both sides alike.
     t_ours = t_naive = float("inf")
     for _ in range(repeat):
@@ -91,24 +93,40 @@ def main() -> None:
     args = parser.parse_args()
     tmpl = bench_templates(number=20_000 if args.quick else 200_000, repeat=3 if args.quick else 7)
     cold = bench_cold_start(runs=3 if args.quick else 15)
-    machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    machine = (
+        f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    )
     rows = [
-        ("template expansion vs chained str.replace", f"{tmpl['ours_ns']:.0f} ns",
-         f"{tmpl['naive_ns']:.0f} ns", f"{tmpl['speedup']:.2f}x faster", ">= 2.0x"),
-        ("import destinations + available_types() vs import boto3",
-         f"{cold['destinations_ms']:.0f} ms", f"{cold['boto3_ms']:.0f} ms",
-         f"{cold['ratio']:.2f}x the time", "<= 0.5x"),
+        (
+            "template expansion vs chained str.replace",
+            f"{tmpl['ours_ns']:.0f} ns",
+            f"{tmpl['naive_ns']:.0f} ns",
+            f"{tmpl['speedup']:.2f}x faster",
+            ">= 2.0x",
+        ),
+        (
+            "import destinations + available_types() vs import boto3",
+            f"{cold['destinations_ms']:.0f} ms",
+            f"{cold['boto3_ms']:.0f} ms",
+            f"{cold['ratio']:.2f}x the time",
+            "<= 0.5x",
+        ),
     ]
-    lines = [f"Machine: {machine}, {__import__('os').cpu_count()} cores", "",
-             "| benchmark | destinations | alternative | ratio | target |", "|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine}, {__import__('os').cpu_count()} cores",
+        "",
+        "| benchmark | destinations | alternative | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {' | '.join(r)} |" for r in rows]
     lines.append(f"\n(bare `python -c pass`: {cold['bare_python_ms']:.0f} ms)")
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "core.json").write_text(json.dumps({"machine": machine, "templates": tmpl,
-                                               "cold_start": cold}, indent=2))
+    (out / "core.json").write_text(
+        json.dumps({"machine": machine, "templates": tmpl, "cold_start": cold}, indent=2)
+    )
     (out / "core.md").write_text(table + "\n")
 
 

@@ -31,9 +31,7 @@ def token_texts(draw: st.DrawFn) -> str:
 #: Literal text that is always valid in a template: no control characters, no "%", and no
 #: "." or ".." segment (the segments are built from safe characters plus "/").
 safe_literal = st.text(
-    alphabet=st.characters(
-        categories=("L", "N", "Zs", "Pd"), include_characters="_-./~+=,;@()[]"
-    ),
+    alphabet=st.characters(categories=("L", "N", "Zs", "Pd"), include_characters="_-./~+=,;@()[]"),
     max_size=12,
 ).filter(lambda s: all(seg not in (".", "..") for seg in s.split("/")))
 

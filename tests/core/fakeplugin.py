@@ -15,7 +15,14 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 import destinations
-from destinations.plugin import DestinationType, Source, Store, StoreError, StoreOptions, open_source
+from destinations.plugin import (
+    DestinationType,
+    Source,
+    Store,
+    StoreError,
+    StoreOptions,
+    open_source,
+)
 
 
 class ScriptedFields(BaseModel):

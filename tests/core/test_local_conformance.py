@@ -43,16 +43,23 @@ class TestLocalConformance(StoreConformance):
 
     @pytest.fixture
     def destination(self, root):
-        return parse_destination({"name": "local", "enabled": True, "type": "local",
-                                  "local_directory": str(root),
-                                  "local_path_prefix": "conformance/%COLLECTION_ID%"})
+        return parse_destination(
+            {
+                "name": "local",
+                "enabled": True,
+                "type": "local",
+                "local_directory": str(root),
+                "local_path_prefix": "conformance/%COLLECTION_ID%",
+            }
+        )
 
     @pytest.fixture
     def missing_bucket_destination(self, tmp_path: Path):
         gone = tmp_path / "gone"
         gone.mkdir()
-        d = parse_destination({"name": "gone", "enabled": True, "type": "local",
-                               "local_directory": str(gone)})
+        d = parse_destination(
+            {"name": "gone", "enabled": True, "type": "local", "local_directory": str(gone)}
+        )
         gone.rmdir()  # removed after it was saved
         return d
 
@@ -68,8 +75,9 @@ class TestLocalConformance(StoreConformance):
     def list_keys(self, root: Path):
         def keys(prefix: str) -> list[str]:
             return sorted(
-                str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                and str(p.relative_to(root)).startswith(prefix)
+                str(p.relative_to(root))
+                for p in root.rglob("*")
+                if p.is_file() and str(p.relative_to(root)).startswith(prefix)
             )
 
         return keys
@@ -85,9 +93,12 @@ class TestLocalConformance(StoreConformance):
 def test_local_writes_are_atomic_and_leave_no_temp_files(tmp_path: Path):
     import io
 
-    store = LocalStore(parse_destination({"name": "l", "enabled": True, "type": "local",
-                                          "local_directory": str(tmp_path)}).settings,
-                       StoreOptions())
+    store = LocalStore(
+        parse_destination(
+            {"name": "l", "enabled": True, "type": "local", "local_directory": str(tmp_path)}
+        ).settings,
+        StoreOptions(),
+    )
     store.put("a/b.json", io.BytesIO(b"12345"), size=5, content_type=None)
     from destinations import StoreError
 
@@ -103,8 +114,11 @@ def test_local_refuses_keys_that_escape(tmp_path: Path, key: str):
 
     from destinations import StoreError
 
-    store = LocalStore(parse_destination({"name": "l", "enabled": True, "type": "local",
-                                          "local_directory": str(tmp_path)}).settings,
-                       StoreOptions())
+    store = LocalStore(
+        parse_destination(
+            {"name": "l", "enabled": True, "type": "local", "local_directory": str(tmp_path)}
+        ).settings,
+        StoreOptions(),
+    )
     with pytest.raises(StoreError):
         store.put(key, io.BytesIO(b"x"), size=1, content_type=None)

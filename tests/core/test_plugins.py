@@ -17,7 +17,10 @@ def run_python(code: str, **env: str) -> str:
 
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, check=True, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
     )
     return result.stdout.strip()
 
@@ -49,8 +52,10 @@ def test_plugin_module_imported_on_first_use_once():
 
 
 def test_disable_env_hides_a_type():
-    out = run_python("import destinations; print(destinations.available_types())",
-                     DESTINATIONS_DISABLE_PLUGINS="local")
+    out = run_python(
+        "import destinations; print(destinations.available_types())",
+        DESTINATIONS_DISABLE_PLUGINS="local",
+    )
     assert "'local'" not in out
 
 
@@ -89,7 +94,9 @@ def test_registering_a_type_name_twice_raises():
     class B:
         @destinations.hookimpl
         def destinations_register_types(self, register):
-            register(DestinationType(name="local", fields=dtype.fields, open_store=dtype.open_store))
+            register(
+                DestinationType(name="local", fields=dtype.fields, open_store=dtype.open_store)
+            )
 
     host.register_plugin(A())
     with pytest.raises(ValueError, match="already registered"):
@@ -111,8 +118,9 @@ def test_unknown_hook_implementation_is_rejected():
 def test_type_definition_checks_its_field_names():
     dtype = destinations.get_type("local")
     with pytest.raises(ValueError, match="not a field"):
-        DestinationType(name="x", fields=dtype.fields, open_store=dtype.open_store,
-                        prefix_field="x_path_prefix")
+        DestinationType(
+            name="x", fields=dtype.fields, open_store=dtype.open_store, prefix_field="x_path_prefix"
+        )
     with pytest.raises(ValueError, match="lower-case identifier"):
         DestinationType(name="Bad-Name", fields=dtype.fields, open_store=dtype.open_store)
 

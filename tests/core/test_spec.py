@@ -2,18 +2,34 @@
 
 import pytest
 
-import destinations
 from destinations import InvalidDestination, InvalidTemplate, parse_destination
 
 
 def local(tmp_path, **extra):
-    return {"name": "mine", "enabled": "true", "type": "local", "local_directory": str(tmp_path), **extra}
+    return {
+        "name": "mine",
+        "enabled": "true",
+        "type": "local",
+        "local_directory": str(tmp_path),
+        **extra,
+    }
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    (True, True), (False, False), ("true", True), ("false", False), ("1", True), ("0", False),
-    ("TRUE", True), (" False ", False), (1, True), (0, False),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("false", False),
+        ("1", True),
+        ("0", False),
+        ("TRUE", True),
+        (" False ", False),
+        (1, True),
+        (0, False),
+    ],
+)
 def test_enabled_accepts_bools_and_strings(tmp_path, raw, expected):
     assert parse_destination(local(tmp_path, enabled=raw)).enabled is expected
 
@@ -27,8 +43,15 @@ def test_enabled_rejects_everything_else(tmp_path, raw):
 
 def test_every_problem_is_reported_at_once_by_field(tmp_path):
     with pytest.raises(InvalidDestination) as info:
-        parse_destination({"name": "", "enabled": "maybe", "type": "local",
-                           "local_directory": str(tmp_path / "missing"), "bogus": "1"})
+        parse_destination(
+            {
+                "name": "",
+                "enabled": "maybe",
+                "type": "local",
+                "local_directory": str(tmp_path / "missing"),
+                "bogus": "1",
+            }
+        )
     errors = info.value.errors
     assert set(errors) == {"name", "enabled", "local_directory", "bogus"}
     assert "1 to 255" in errors["name"]
@@ -65,7 +88,9 @@ def test_name_length_limit(tmp_path):
 def test_field_of_another_type_is_named(tmp_path, scripted):
     with pytest.raises(InvalidDestination) as info:
         parse_destination(local(tmp_path, scripted_token="x"))
-    assert info.value.errors == {"scripted_token": "is a field of type 'scripted', not of type 'local'"}
+    assert info.value.errors == {
+        "scripted_token": "is a field of type 'scripted', not of type 'local'"
+    }
 
 
 def test_bad_template_points_at_field_and_position(tmp_path):
@@ -83,16 +108,27 @@ def test_template_compiled_at_parse(tmp_path):
 
 def test_secret_never_in_repr_errors_or_params(scripted):
     secret = "s3cr3t-VALUE-xyz"
-    d = parse_destination({"name": "n", "enabled": True, "type": "scripted", "scripted_token": secret})
+    d = parse_destination(
+        {"name": "n", "enabled": True, "type": "scripted", "scripted_token": secret}
+    )
     assert secret not in repr(d) and secret not in str(d)
     assert secret not in repr(d.to_params())
     assert d.to_params(reveal_secrets=True)["scripted_token"] == secret
     with pytest.raises(InvalidDestination) as info:
-        parse_destination({"name": "n", "enabled": True, "type": "scripted",
-                           "scripted_token": secret, "scripted_delay": secret})
+        parse_destination(
+            {
+                "name": "n",
+                "enabled": True,
+                "type": "scripted",
+                "scripted_token": secret,
+                "scripted_delay": secret,
+            }
+        )
     assert secret not in str(info.value) and secret not in repr(info.value.errors)
     with pytest.raises(InvalidDestination) as info:  # wrong type for the secret itself
-        parse_destination({"name": "n", "enabled": True, "type": "scripted", "scripted_token": [secret]})
+        parse_destination(
+            {"name": "n", "enabled": True, "type": "scripted", "scripted_token": [secret]}
+        )
     assert secret not in str(info.value)
 
 
@@ -109,7 +145,10 @@ def test_round_trip_and_partial_update(tmp_path, scripted):
 
 def test_probe_delete_failure_option(tmp_path):
     assert parse_destination(local(tmp_path)).probe_delete_failure == "fail"
-    assert parse_destination(local(tmp_path, probe_delete_failure="warn")).probe_delete_failure == "warn"
+    assert (
+        parse_destination(local(tmp_path, probe_delete_failure="warn")).probe_delete_failure
+        == "warn"
+    )
     with pytest.raises(InvalidDestination) as info:
         parse_destination(local(tmp_path, probe_delete_failure="ignore"))
     assert set(info.value.errors) == {"probe_delete_failure"}

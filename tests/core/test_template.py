@@ -65,7 +65,9 @@ def test_value_sanitising(value: object, segment: str) -> None:
 def test_date_is_utc() -> None:
     tokyo = timezone(timedelta(hours=9))
     # 2026-11-28 03:00 in Tokyo is still 2026-11-27 in UTC.
-    assert expand("%DATE%/%HOUR%", now=datetime(2026, 11, 28, 3, 0, tzinfo=tokyo)) == "2026_11_27/18"
+    assert (
+        expand("%DATE%/%HOUR%", now=datetime(2026, 11, 28, 3, 0, tzinfo=tokyo)) == "2026_11_27/18"
+    )
     assert expand("%DATE%", now=datetime(2026, 11, 27, 23, 59, tzinfo=UTC)) == "2026_11_27"
 
 

@@ -18,8 +18,9 @@ SECRET = "tok-3xAmple-S3CRET"
 
 
 def scripted_dest(**fields):
-    return parse_destination({"name": "n", "enabled": True, "type": "scripted",
-                              "scripted_token": SECRET, **fields})
+    return parse_destination(
+        {"name": "n", "enabled": True, "type": "scripted", "scripted_token": SECRET, **fields}
+    )
 
 
 def test_probe_key_sits_before_the_first_token(scripted):
@@ -45,7 +46,12 @@ def test_put_failure_carries_step_and_code_and_no_secret(scripted, code):
     with pytest.raises(VerificationFailed) as info:
         verify(scripted_dest(scripted_fail_put=code))
     exc = info.value
-    assert (exc.step, exc.code, exc.provider_code, exc.probe_left) == ("put", code, "Scripted", False)
+    assert (exc.step, exc.code, exc.provider_code, exc.probe_left) == (
+        "put",
+        code,
+        "Scripted",
+        False,
+    )
     assert [c[0] for c in scripted.calls] == ["put"]  # no delete after a failed put
     assert SECRET not in f"{exc} {exc!r} {exc.message}"
 
@@ -109,7 +115,9 @@ def test_commit_only_after_success(scripted):
     assert len(committed) == 1 and result.verification is not None
 
     with pytest.raises(VerificationFailed):
-        verify_then_commit(None, scripted_dest(scripted_fail_put="invalid_credentials"), committed.append)
+        verify_then_commit(
+            None, scripted_dest(scripted_fail_put="invalid_credentials"), committed.append
+        )
     assert len(committed) == 1  # nothing committed on failure
 
     old = scripted_dest()

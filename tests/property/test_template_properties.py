@@ -101,7 +101,11 @@ def test_normalized_form_round_trips(text):
     assert again.normalized == t.normalized
 
 
-@given(templates(), templates(), st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=1, max_size=12))
+@given(
+    templates(),
+    templates(),
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", min_size=1, max_size=12),
+)
 @example("a/", "", "FOO")
 @example("%DATE%", "/x", "DATES")
 def test_unknown_token_error_points_at_it(before, after, name):
@@ -120,7 +124,9 @@ def test_unknown_token_error_points_at_it(before, after, name):
         raise AssertionError(f"{text!r} was accepted")
 
 
-@given(st.text(max_size=8), st.sampled_from(["\x00", "\x1f", "\x7f", "\u2028"]), st.text(max_size=8))
+@given(
+    st.text(max_size=8), st.sampled_from(["\x00", "\x1f", "\x7f", "\u2028"]), st.text(max_size=8)
+)
 def test_control_character_error_points_at_it(before, ctrl, after):
     text = before.replace("%", "") + ctrl + after
     try:

@@ -45,9 +45,7 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    def put(
-        self, key: str, source: Source, *, size: int | None, content_type: str | None
-    ) -> None:
+    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
         """Write ``source`` to ``key``, replacing any object there.
 
         ``source`` is a path or a binary stream; it is never read whole into memory. From

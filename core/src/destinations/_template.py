@@ -59,8 +59,7 @@ def _is_control(ch: str) -> bool:
 
 # str.translate table replacing every character a value may not carry with "_".
 _VALUE_TABLE: Final[dict[int, str]] = {
-    cp: "_"
-    for cp in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
+    cp: "_" for cp in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *range(0xD800, 0xE000))
 }
 _VALUE_TABLE[ord("/")] = "_"
 _VALUE_TABLE[ord("\\")] = "_"
@@ -143,7 +142,13 @@ class PathTemplate:
     """
 
     __slots__ = (
-        "_format", "_getter", "_literal_prefix", "_segments", "_text", "_tokens", "normalized",
+        "_format",
+        "_getter",
+        "_literal_prefix",
+        "_segments",
+        "_text",
+        "_tokens",
+        "normalized",
     )
 
     def __init__(self, text: str) -> None:
@@ -226,15 +231,15 @@ class PathTemplate:
                     fmt.append(unicodedata.normalize("NFC", p).replace("%", "%%"))
         self._format = "".join(fmt)
         self._getter = (
-            operator.itemgetter(*order) if len(order) > 1
-            else (lambda values: (values[order[0]],)) if order
+            operator.itemgetter(*order)
+            if len(order) > 1
+            else (lambda values: (values[order[0]],))
+            if order
             else (lambda values: ())
         )
         #: The normalised template (tokens in upper case, ``%`` written ``%%``).
         self.normalized = "/".join(
-            "".join(
-                f"%{p[1:]}%" if p.startswith("\0") else p.replace("%", "%%") for p in seg
-            )
+            "".join(f"%{p[1:]}%" if p.startswith("\0") else p.replace("%", "%%") for p in seg)
             for seg in segments
         )
         self._literal_prefix = self._compute_literal_prefix()
@@ -388,4 +393,3 @@ def _compiled(text: str) -> PathTemplate:
             _cache.clear()
         _cache[text] = template
     return template
-

@@ -117,9 +117,7 @@ def verify(
     worker.start()
     if not done.wait(timeout):
         step = str(state["step"])
-        where = (
-            f"; a probe object may have been left at {probe_key!r}" if step == "delete" else ""
-        )
+        where = f"; a probe object may have been left at {probe_key!r}" if step == "delete" else ""
         raise VerificationFailed(
             step,  # type: ignore[arg-type]
             "timeout",

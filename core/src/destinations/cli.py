@@ -86,8 +86,14 @@ def _load_params(params: tuple[str, ...], json_file: str | None) -> dict[str, An
 
 
 @main.command()
-@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
-              help="A destination field, e.g. -p type=s3 -p s3_bucket_name=my-bucket.")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A destination field, e.g. -p type=s3 -p s3_bucket_name=my-bucket.",
+)
 @click.option("--json", "json_file", metavar="FILE", help="Destination fields as JSON (- = stdin).")
 @click.option("--timeout", default=30.0, show_default=True, help="Overall deadline, seconds.")
 def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> None:
@@ -119,3 +125,38 @@ def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> No
     )
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+class _LazyCommand(click.Command):
+    """A subcommand imported only when it runs, so `destinations types` never imports the
+    HTTP API's web and database libraries (an optional extra)."""
+
+    def __init__(self, name: str, target: str, help: str) -> None:
+        super().__init__(name, help=help, short_help=help)
+        self._target_path = target
+
+    def _target(self) -> click.Command:
+        import importlib
+
+        module, _, attr = self._target_path.partition(":")
+        try:
+            command: click.Command = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            raise click.ClickException(
+                f"`destinations {self.name}` needs the HTTP API extra ({exc.name} is missing): "
+                "pip install 'destinations[api]'"
+            ) from exc
+        return command
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        return self._target().make_context(info_name, args, parent=parent, **extra)
+
+
+main.add_command(_LazyCommand("serve", "destinations.api.cli:serve", "Run the HTTP API."))
+main.add_command(_LazyCommand("keys", "destinations.api.cli:keys", "Manage API keys."))

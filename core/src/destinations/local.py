@@ -17,8 +17,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .plugin import DestinationType, InvalidDestination, Source, Store, StoreError, StoreOptions
-from .plugin import hookimpl, open_source
+from .plugin import (
+    DestinationType,
+    InvalidDestination,
+    Source,
+    Store,
+    StoreError,
+    StoreOptions,
+    hookimpl,
+    open_source,
+)
 
 __all__ = ["LocalFields", "LocalStore", "destinations_register_types"]
 
@@ -54,8 +62,9 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise StoreError("provider_error", f"invalid object key {key!r}",
-                             provider_code="InvalidKey")
+            raise StoreError(
+                "provider_error", f"invalid object key {key!r}", provider_code="InvalidKey"
+            )
         return self.root.joinpath(*parts)
 
     def _check_root(self) -> None:
@@ -105,8 +114,9 @@ def _map_os_error(exc: OSError, root: Path) -> StoreError:
             "access to it",
             provider_code=name,
         )
-    return StoreError("provider_error", f"{exc.strerror or exc} under {str(root)!r}",
-                      provider_code=name)
+    return StoreError(
+        "provider_error", f"{exc.strerror or exc} under {str(root)!r}", provider_code=name
+    )
 
 
 @hookimpl

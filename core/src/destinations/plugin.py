@@ -72,9 +72,7 @@ class DestinationType:
     def secret_fields(self) -> frozenset[str]:
         """Fields annotated ``SecretStr`` (or ``SecretStr | None``)."""
         return frozenset(
-            name
-            for name, info in self.fields.model_fields.items()
-            if _is_secret(info.annotation)
+            name for name, info in self.fields.model_fields.items() if _is_secret(info.annotation)
         )
 
     @cached_property

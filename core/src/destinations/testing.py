@@ -54,9 +54,7 @@ def secret_values(destination: Destination) -> list[str]:
     """Every secret of ``destination`` in clear, to assert it appears nowhere."""
     params = destination.to_params(reveal_secrets=True)
     return [
-        str(params[name])
-        for name in destination.destination_type.secret_fields
-        if params.get(name)
+        str(params[name]) for name in destination.destination_type.secret_fields if params.get(name)
     ]
 
 
@@ -147,7 +145,7 @@ class StoreConformance:
         read_object: Callable[[str], bytes | None],
     ) -> None:
         body = os.urandom(store_options.multipart_threshold + 12345)
-        stream = io.BufferedReader(_OneByteAtATime(body))
+        stream = io.BufferedReader(_OneByteAtATime(body))  # type: ignore[type-var]
         store.put(key_prefix + "piped.bin", stream, size=None, content_type=None)
         assert read_object(key_prefix + "piped.bin") == body
 
@@ -190,7 +188,9 @@ class StoreConformance:
         assert report.probe_key.rsplit("/", 1)[-1].startswith("destinations-verify-")
         assert report.warnings == ()
         assert report.total_seconds >= report.put_seconds + report.delete_seconds
-        left = [k for k in list_keys(destination.template.probe_prefix) if "destinations-verify-" in k]
+        left = [
+            k for k in list_keys(destination.template.probe_prefix) if "destinations-verify-" in k
+        ]
         assert left == []
 
     def test_verify_makes_exactly_two_requests(
