@@ -1,0 +1,217 @@
+"""The HTTP layer: routes, body parsing, the ``request_info`` envelope, error mapping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ._crypto import load_secret_box
+from ._db import make_engine, upgrade
+from ._openapi import build_openapi
+from ._service import ApiError, DestinationService, Settings
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "DEFAULT_DATABASE_URL",
+    "LOCAL_ROOT_ENV",
+    "create_app",
+]
+
+log = logging.getLogger("destinations.api")
+
+DATABASE_URL_ENV = "DESTINATIONS_DATABASE_URL"
+LOCAL_ROOT_ENV = "DESTINATIONS_LOCAL_ROOT"
+DEFAULT_DATABASE_URL = "sqlite:///destinations.db"
+WRITE_TYPES = ("application/json", "application/x-www-form-urlencoded")
+
+
+def _envelope(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(
+        {"request_info": {"success": False, "message": message, **extra}}, status_code=status
+    )
+
+
+def _ok(status: int = 200, **body: Any) -> JSONResponse:
+    return JSONResponse({"request_info": {"success": True}, **body}, status_code=status)
+
+
+async def _read_params(request: Request, limit: int) -> dict[str, Any]:
+    """The write body as a dict, from JSON or a form; 413 as soon as it passes ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"Request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:  # Content-Length may be absent (chunked) or wrong
+            raise ApiError(413, f"Request body is larger than {limit} bytes")
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not body.strip():
+        return {}
+    if media_type == "application/json":
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ApiError(400, "Request body must be a JSON object of destination fields")
+        return data
+    if media_type in ("application/x-www-form-urlencoded", ""):
+        try:
+            pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True,
+                              errors="strict")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, "Request body is not valid form data (UTF-8, "
+                                "application/x-www-form-urlencoded)") from exc
+        form: dict[str, Any] = {}
+        repeated: dict[str, str] = {}
+        for key, value in pairs:
+            if key in form:
+                repeated[key] = "given more than once"
+            form[key] = value
+        if repeated:
+            raise ApiError.invalid(repeated)
+        return form
+    raise ApiError(400, f"Content-Type must be one of {', '.join(WRITE_TYPES)}")
+
+
+Handler = Callable[[Request, DestinationService, int], Awaitable[Response]]
+
+
+def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Authenticate, run ``handler``, and turn an :class:`ApiError` into the envelope."""
+
+    async def endpoint(request: Request) -> Response:
+        service: DestinationService = request.app.state.service
+        try:
+            account = await run_in_threadpool(
+                service.authenticate, request.query_params.get("api_key")
+            )
+            return await handler(request, service, account)
+        except ApiError as exc:
+            return _envelope(exc.status, exc.message, **exc.extra)
+
+    return endpoint
+
+
+@_endpoint
+async def create(request: Request, service: DestinationService, account: int) -> Response:
+    params = await _read_params(request, request.app.state.max_body_bytes)
+    destination = await run_in_threadpool(service.create, account, params)
+    return _ok(destination=destination)
+
+
+@_endpoint
+async def list_(request: Request, service: DestinationService, account: int) -> Response:
+    listing = await run_in_threadpool(service.list, account, dict(request.query_params))
+    return _ok(**listing)
+
+
+@_endpoint
+async def get(request: Request, service: DestinationService, account: int) -> Response:
+    destination = await run_in_threadpool(service.get, account, request.path_params["id"])
+    return _ok(destination=destination)
+
+
+@_endpoint
+async def update(request: Request, service: DestinationService, account: int) -> Response:
+    params = await _read_params(request, request.app.state.max_body_bytes)
+    destination = await run_in_threadpool(
+        service.update, account, request.path_params["id"], params
+    )
+    return _ok(destination=destination)
+
+
+@_endpoint
+async def delete(request: Request, service: DestinationService, account: int) -> Response:
+    await run_in_threadpool(service.delete, account, request.path_params["id"])
+    return JSONResponse({"request_info": {"success": True, "message": "1 Destination deleted"}})
+
+
+async def openapi(request: Request) -> Response:
+    state = request.app.state
+    if state.openapi is None:
+        service: DestinationService = state.service
+        state.openapi = await run_in_threadpool(build_openapi, service.offered_types())
+    return JSONResponse(state.openapi)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):  # an unknown verb is "not found" too, as documented
+        return _envelope(404, f"Not found: {request.method} {request.url.path}")
+    return _envelope(exc.status_code, str(exc.detail))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return _envelope(500, "Internal server error")
+
+
+def create_app(
+    *,
+    database_url: str | None = None,
+    local_root: str | os.PathLike[str] | None = None,
+    encryption_keys: str | Sequence[str] | None = None,
+    max_destinations: int = 50,
+    verify_timeout: float = 30.0,
+    max_body_bytes: int = 64 * 1024,
+) -> Starlette:
+    """The Destinations HTTP API as an ASGI app, its database migrated to the newest schema.
+
+    ``database_url``: SQLAlchemy URL (else ``DESTINATIONS_DATABASE_URL``, else the SQLite
+    file ``./destinations.db``). ``local_root``: the only directory tree ``local``
+    destinations may write into (else ``DESTINATIONS_LOCAL_ROOT``; with neither, the
+    ``local`` type is not offered). ``encryption_keys``: Fernet keys, newest first (else
+    ``DESTINATIONS_ENCRYPTION_KEYS``, else a key file beside a SQLite database).
+    """
+    database_url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    if local_root is None:
+        local_root = os.environ.get(LOCAL_ROOT_ENV) or None
+    root: Path | None = None
+    if local_root is not None:
+        root = Path(os.path.realpath(local_root))
+        if not root.is_dir():
+            raise ValueError(f"local root {str(local_root)!r} is not an existing directory")
+    box = load_secret_box(encryption_keys, database_url)
+    engine = make_engine(database_url)
+    upgrade(engine)
+    service = DestinationService(
+        engine, box, Settings(local_root=root, max_destinations=max_destinations,
+                              verify_timeout=verify_timeout),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/destinations", create, methods=["POST"]),
+            Route("/destinations", list_, methods=["GET"]),
+            Route("/destinations/{id}", get, methods=["GET"]),
+            Route("/destinations/{id}", update, methods=["PUT"]),
+            Route("/destinations/{id}", delete, methods=["DELETE"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.engine = engine
+    app.state.max_body_bytes = max_body_bytes
+    app.state.openapi = None
+    return app

@@ -1,0 +1,176 @@
+"""``/openapi.json``: the contract, with one request schema per installed type, built from
+each type's own field model (so a newly installed plugin documents itself)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from .._errors import PluginLoadError
+from .._plugins import get_type
+
+__all__ = ["build_openapi"]
+
+log = logging.getLogger("destinations.api")
+
+_COMMON: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 255,
+             "description": "The destination's name."},
+    "enabled": {"type": ["boolean", "string"], "enum": [True, False, "true", "false", "1", "0"],
+                "description": "Disabled destinations receive no uploads. Saving a destination "
+                               "enabled first verifies it (a probe object put and deleted)."},
+    "manifest": {"type": ["boolean", "string"], "default": False,
+                 "description": "Write manifest-<result_set_id>.json after each result set."},
+    "probe_delete_failure": {"type": "string", "enum": ["fail", "warn"], "default": "fail",
+                             "description": "Whether a failed probe delete fails verification."},
+}
+_READ_FLAGS = {"enabled": {"type": "boolean"}, "manifest": {"type": "boolean"}}
+_TIMES = {
+    key: {"type": ["string", "null"], "format": "date-time"}
+    for key in ("created_at", "updated_at", "last_verified_at")
+}
+
+
+def _envelope(**extra: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["request_info"],
+        "properties": {
+            "request_info": {"$ref": "#/components/schemas/RequestInfo"},
+            **extra,
+        },
+    }
+
+
+def _type_schemas(type_name: str, components: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                       dict[str, Any]]:
+    """The write schema (all fields) and the read schema (no secrets) of one type."""
+    dtype = get_type(type_name)
+    model = dtype.fields.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(model.pop("$defs", {}))
+    fields: dict[str, Any] = model.get("properties", {})
+    for name in dtype.masked_fields:
+        fields[name]["description"] = (
+            fields[name].get("description", "") + " Shown only by its last four characters."
+        ).strip()
+    for name in dtype.secret_fields:
+        fields[name].update(writeOnly=True, format="password")
+    write = {
+        "type": "object",
+        "title": f"{type_name} destination",
+        "description": dtype.description,
+        "additionalProperties": False,
+        "required": ["name", "enabled", "type", *model.get("required", [])],
+        "properties": {"type": {"const": type_name}, **_COMMON, **fields},
+    }
+    read_fields = {k: v for k, v in fields.items() if k not in dtype.secret_fields}
+    read = {
+        "type": "object",
+        "title": f"{type_name} destination (as returned)",
+        "properties": {"id": {"type": "string"}, "type": {"const": type_name},
+                       **copy.deepcopy(_COMMON), **_READ_FLAGS, **read_fields, **_TIMES},
+    }
+    return write, read
+
+
+def build_openapi(types: list[str]) -> dict[str, Any]:
+    components: dict[str, Any] = {
+        "RequestInfo": {
+            "type": "object",
+            "required": ["success"],
+            "properties": {
+                "success": {"type": "boolean"},
+                "message": {"type": "string"},
+                "errors": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "Each invalid field and what is wrong with it."},
+                "connectivity_problem": {"type": "boolean"},
+                "step": {"type": "string", "enum": ["put", "delete"]},
+                "code": {"type": "string"},
+                "provider_code": {"type": "string"},
+            },
+        },
+        "Error": _envelope(),
+    }
+    writes, reads = [], []
+    for name in types:
+        try:
+            write, read = _type_schemas(name, components)
+        except PluginLoadError as exc:
+            log.error("%s", exc)
+            continue
+        key = name.capitalize()
+        components[f"{key}DestinationParams"] = write
+        components[f"{key}Destination"] = read
+        writes.append({"$ref": f"#/components/schemas/{key}DestinationParams"})
+        reads.append({"$ref": f"#/components/schemas/{key}Destination"})
+    components["DestinationParams"] = {"oneOf": writes, "discriminator": {"propertyName": "type"}}
+    components["Destination"] = {"oneOf": reads, "discriminator": {"propertyName": "type"}}
+    one = _envelope(destination={"$ref": "#/components/schemas/Destination"})
+
+    def body(schema: str, partial: bool = False) -> dict[str, Any]:
+        ref: dict[str, Any] = {"$ref": f"#/components/schemas/{schema}"}
+        if partial:
+            ref = {"description": "Only the fields to change; omitted fields keep their values. "
+                                  "A new type needs its required fields.",
+                   "type": "object"}
+        return {"required": True, "content": {
+            "application/json": {"schema": ref},
+            "application/x-www-form-urlencoded": {"schema": ref},
+        }}
+
+    def responses(ok: dict[str, Any], *codes: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"200": {"description": "Success",
+                                       "content": {"application/json": {"schema": ok}}}}
+        reasons = {"400": "Invalid parameters, limit reached, or failed verification "
+                          "(connectivity_problem)",
+                   "401": "Supplied api_key is not valid", "404": "Not found",
+                   "409": "Changed concurrently; retry", "413": "Body too large"}
+        for code in ("401", *codes):
+            out[code] = {"description": reasons[code], "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        return out
+
+    api_key = {"name": "api_key", "in": "query", "required": True, "schema": {"type": "string"}}
+    dest_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    listing = _envelope(
+        usage={"type": "object", "properties": {k: {"type": "integer"}
+                                                for k in ("used", "limit", "available")}},
+        current_page={"type": "integer"}, total_pages={"type": "integer"},
+        total_results={"type": "integer"},
+        destinations={"type": "array", "items": {"$ref": "#/components/schemas/Destination"}},
+    )
+    deleted = _envelope()
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Destinations API", "version": "1"},
+        "paths": {
+            "/destinations": {
+                "post": {"summary": "Create a destination (verified first when enabled)",
+                         "parameters": [api_key], "requestBody": body("DestinationParams"),
+                         "responses": responses(one, "400", "413")},
+                "get": {"summary": "List destinations (10 per page)",
+                        "parameters": [api_key, *(
+                            {"name": n, "in": "query", "required": False, "schema": s}
+                            for n, s in (
+                                ("page", {"type": "integer", "minimum": 1, "default": 1}),
+                                ("search_term", {"type": "string"}),
+                                ("sort_by", {"type": "string", "enum": ["name", "type"]}),
+                                ("sort_direction", {"type": "string",
+                                                    "enum": ["ascending", "descending"]}),
+                            ))],
+                        "responses": responses(listing, "400")},
+            },
+            "/destinations/{id}": {
+                "get": {"summary": "Get one destination", "parameters": [api_key, dest_id],
+                        "responses": responses(one, "404")},
+                "put": {"summary": "Update a destination (partial)",
+                        "parameters": [api_key, dest_id],
+                        "requestBody": body("DestinationParams", partial=True),
+                        "responses": responses(one, "400", "404", "409", "413")},
+                "delete": {"summary": "Delete a destination", "parameters": [api_key, dest_id],
+                           "responses": responses(deleted, "404")},
+            },
+        },
+        "components": {"schemas": components},
+    }

@@ -1,0 +1,370 @@
+"""What each endpoint does, synchronously (the app runs it in a worker thread, because
+verification does blocking network I/O). Raises :class:`ApiError` for every refusal."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+from sqlalchemy import ColumnElement, Engine, func, select, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from .._errors import InvalidDestination, PluginLoadError, VerificationFailed
+from .._plugins import available_types, get_type
+from .._spec import COMMON_FIELDS, Destination, parse_destination
+from .._verify import needs_verification, verify_then_commit
+from ._crypto import SecretBox
+from ._db import Account, DestinationRow, hash_api_key, new_destination_id, utcnow
+
+__all__ = ["ApiError", "DestinationService", "Settings"]
+
+log = logging.getLogger("destinations.api")
+PAGE_SIZE = 10
+LOCAL = "local"
+LOCAL_DIRECTORY = "local_directory"
+SORT_COLUMNS = {"name": DestinationRow.name, "type": DestinationRow.type}
+
+
+class ApiError(Exception):
+    """A refusal: HTTP ``status``, a message for ``request_info``, and extra keys for it."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+    @classmethod
+    def invalid(cls, errors: Mapping[str, str]) -> ApiError:
+        detail = "; ".join(f"{field}: {message}" for field, message in errors.items())
+        return cls(400, f"Invalid parameters: {detail}", errors=dict(errors))
+
+
+NOT_FOUND = "Destination not found"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    local_root: Path | None
+    max_destinations: int
+    verify_timeout: float
+
+
+class DestinationService:
+    def __init__(self, engine: Engine, box: SecretBox, settings: Settings) -> None:
+        self.engine = engine
+        self.box = box
+        self.settings = settings
+
+    # -- accounts ---------------------------------------------------------------------------
+
+    def authenticate(self, api_key: str | None) -> int:
+        if api_key:
+            with Session(self.engine) as session:
+                account_id = session.scalar(
+                    select(Account.id).where(Account.api_key_hash == hash_api_key(api_key))
+                )
+            if account_id is not None:
+                return account_id
+        raise ApiError(401, "Supplied api_key is not valid")
+
+    def offered_types(self) -> list[str]:
+        return [t for t in available_types() if t != LOCAL or self.settings.local_root]
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def create(self, account_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        if "id" in params:
+            raise ApiError.invalid({"id": "is assigned by the server; do not send it"})
+        params = self._resolve_local(params, params.get("type"))
+        new = self._parse(params)
+        with Session(self.engine) as session:
+            self._check_limit(session, account_id)
+        now = utcnow()
+        verified = needs_verification(None, new)
+
+        def commit(dest: Destination) -> DestinationRow:
+            non_secret, secret = self._split(dest)
+            row = DestinationRow(
+                id=new_destination_id(), account_id=account_id, name=dest.name, type=dest.type,
+                enabled=dest.enabled, params=non_secret, secrets=self.box.encrypt(secret),
+                version=1, created_at=now, updated_at=now,
+                last_verified_at=utcnow() if verified else None,
+            )
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                # Lock the account row so concurrent creates cannot both slip under the limit
+                # (PostgreSQL; SQLite serialises writers anyway).
+                session.scalar(select(Account.id).where(Account.id == account_id)
+                               .with_for_update())
+                self._check_limit(session, account_id)
+                session.add(row)
+            return row
+
+        row = self._verify_then_commit(None, new, commit)
+        return self._present(row)
+
+    def list(self, account_id: int, query: Mapping[str, str]) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        page = 1
+        if "page" in query:
+            try:
+                page = int(query["page"])
+                if page < 1:
+                    raise ValueError
+            except ValueError:
+                errors["page"] = "must be a whole number from 1"
+        sort_by = query.get("sort_by") or None
+        if sort_by is not None and sort_by not in SORT_COLUMNS:
+            errors["sort_by"] = "must be name or type"
+        direction = query.get("sort_direction") or "ascending"
+        if direction not in ("ascending", "descending"):
+            errors["sort_direction"] = "must be ascending or descending"
+        if errors:
+            raise ApiError.invalid(errors)
+
+        mine = DestinationRow.account_id == account_id
+        matching = [mine]
+        term = query.get("search_term", "").strip()
+        if term:
+            matching.append(func.lower(DestinationRow.name).contains(term.lower(),
+                                                                      autoescape=True))
+        order: list[ColumnElement[Any] | InstrumentedAttribute[Any]]
+        if sort_by is None:
+            order = [DestinationRow.created_at, DestinationRow.id]
+        else:
+            order = [func.lower(SORT_COLUMNS[sort_by]), DestinationRow.name, DestinationRow.id]
+        if direction == "descending":
+            order = [column.desc() for column in order]
+        with Session(self.engine) as session:
+            used = session.scalar(select(func.count()).where(mine)) or 0
+            total = session.scalar(select(func.count()).where(*matching)) or 0
+            rows = session.scalars(
+                select(DestinationRow).where(*matching).order_by(*order)
+                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+            ).all()
+        limit = self.settings.max_destinations
+        return {
+            "usage": {"used": used, "limit": limit, "available": max(limit - used, 0)},
+            "current_page": page,
+            "total_pages": max(math.ceil(total / PAGE_SIZE), 1),
+            "total_results": total,
+            "destinations": [self._present(row) for row in rows],
+        }
+
+    def get(self, account_id: int, destination_id: str) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            return self._present(self._load(session, account_id, destination_id))
+
+    def update(
+        self, account_id: int, destination_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            row = self._load(session, account_id, destination_id)
+        if changes.get("id", destination_id) != destination_id:
+            raise ApiError.invalid({"id": "cannot be changed"})
+        changes.pop("id", None)
+        stored = {
+            **row.params, **self.box.decrypt(row.secrets),
+            "name": row.name, "type": row.type, "enabled": row.enabled,
+        }
+        changes = self._resolve_local(changes, changes.get("type", row.type))
+        old: Destination | None
+        try:
+            old = parse_destination(stored)
+        except InvalidDestination:
+            old = None  # e.g. its directory is gone; the update must then verify afresh
+        if old is not None:
+            new = self._guard(lambda: old.updated(changes))
+        else:
+            if str(changes.get("type", row.type)).strip().lower() != row.type:
+                stored = {k: v for k, v in stored.items() if k in COMMON_FIELDS}
+            new = self._parse({**stored, **changes})
+        self._check_local(new)
+        verified = needs_verification(old, new)
+
+        def commit(dest: Destination) -> DestinationRow:
+            non_secret, secret = self._split(dest)
+            values = {
+                "name": dest.name, "type": dest.type, "enabled": dest.enabled,
+                "params": non_secret, "secrets": self.box.encrypt(secret),
+                "version": row.version + 1, "updated_at": utcnow(),
+                "last_verified_at": utcnow() if verified else row.last_verified_at,
+            }
+            with Session(self.engine) as session, session.begin():
+                result = session.execute(
+                    update(DestinationRow)
+                    .where(DestinationRow.id == row.id, DestinationRow.account_id == account_id,
+                           DestinationRow.version == row.version)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    self._load(session, account_id, destination_id)  # 404 if deleted meanwhile
+                    raise ApiError(
+                        409,
+                        "The destination was changed by another request while this one was "
+                        "being processed; nothing was saved. Fetch it again and retry.",
+                    )
+            for key, value in values.items():
+                setattr(row, key, value)
+            return row
+
+        return self._present(self._verify_then_commit(old, new, commit))
+
+    def delete(self, account_id: int, destination_id: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            result = session.execute(
+                sql_delete(DestinationRow)
+                .where(DestinationRow.id == destination_id,
+                       DestinationRow.account_id == account_id)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise ApiError(404, NOT_FOUND)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _load(self, session: Session, account_id: int, destination_id: str) -> DestinationRow:
+        # Another account's destination is "not found" too: ids reveal nothing.
+        row = session.scalar(
+            select(DestinationRow).where(DestinationRow.id == destination_id,
+                                         DestinationRow.account_id == account_id)
+        )
+        if row is None:
+            raise ApiError(404, NOT_FOUND)
+        return row
+
+    def _check_limit(self, session: Session, account_id: int) -> None:
+        used = session.scalar(
+            select(func.count()).where(DestinationRow.account_id == account_id)
+        ) or 0
+        limit = self.settings.max_destinations
+        if used >= limit:
+            raise ApiError(
+                400,
+                f"Destination limit reached: this account has {used} of {limit} destinations; "
+                "delete one before creating another",
+            )
+
+    def _parse(self, params: Mapping[str, Any]) -> Destination:
+        destination = self._guard(lambda: parse_destination(params))
+        self._check_local(destination)
+        return destination
+
+    def _guard(self, build: Any) -> Destination:
+        try:
+            destination: Destination = build()
+        except InvalidDestination as exc:
+            raise ApiError.invalid(exc.errors) from exc
+        except PluginLoadError as exc:
+            log.error("%s", exc)
+            raise ApiError.invalid(
+                {"type": "this destination type is installed but cannot be loaded on this "
+                         "server right now; ask the operator"}
+            ) from exc
+        if destination.type == LOCAL and self.settings.local_root is None:
+            raise ApiError.invalid({"type": self._not_offered()})
+        return destination
+
+    def _not_offered(self) -> str:
+        offered = ", ".join(self.offered_types()) or "none"
+        return f"type 'local' is not offered by this server; offered types: {offered}"
+
+    def _resolve_local(self, params: dict[str, Any], type_name: object) -> dict[str, Any]:
+        """A relative ``local_directory`` is relative to the operator's root."""
+        if str(type_name or "").strip().lower() != LOCAL:
+            return params
+        root = self.settings.local_root
+        if root is None:
+            raise ApiError.invalid({"type": self._not_offered()})
+        value = params.get(LOCAL_DIRECTORY)
+        if isinstance(value, str) and value.strip():
+            resolved = os.path.realpath(root / value.strip())  # absolute values replace root
+            return {**params, LOCAL_DIRECTORY: resolved}
+        return params
+
+    def _check_local(self, destination: Destination) -> None:
+        if destination.type != LOCAL:
+            return
+        root = self.settings.local_root
+        assert root is not None
+        directory = Path(os.path.realpath(getattr(destination.settings, LOCAL_DIRECTORY)))
+        if not directory.is_relative_to(root):
+            raise ApiError.invalid(
+                {LOCAL_DIRECTORY: "must be a directory inside this server's local root "
+                                  "(give a path relative to it)"}
+            )
+
+    def _verify_then_commit(self, old: Destination | None, new: Destination,
+                            commit: Any) -> DestinationRow:
+        try:
+            committed = verify_then_commit(old, new, commit,
+                                           timeout=self.settings.verify_timeout)
+        except VerificationFailed as exc:
+            extra: dict[str, Any] = {"connectivity_problem": True, "step": exc.step,
+                                     "code": exc.code}
+            if exc.provider_code:
+                extra["provider_code"] = exc.provider_code
+            raise ApiError(400, f"Destination verification failed: {exc.message}",
+                           **extra) from exc
+        except IntegrityError as exc:  # the account was deleted meanwhile
+            raise ApiError(401, "Supplied api_key is not valid") from exc
+        row: DestinationRow = committed.value
+        return row
+
+    def _split(self, destination: Destination) -> tuple[dict[str, Any], dict[str, Any]]:
+        secret_names = destination.destination_type.secret_fields
+        params = destination.to_params(reveal_secrets=True)
+        non_secret: dict[str, Any] = {}
+        secret: dict[str, Any] = {}
+        for key, value in params.items():
+            if key in ("id", "name", "type", "enabled"):
+                continue
+            (secret if key in secret_names else non_secret)[key] = to_jsonable_python(value)
+        return non_secret, secret
+
+    def _present(self, row: DestinationRow) -> dict[str, Any]:
+        """A destination as the API shows it: never a secret, masked ids, UTC times."""
+        try:
+            dtype = get_type(row.type)
+            masked, secret = set(dtype.masked_fields), dtype.secret_fields
+        except (InvalidDestination, PluginLoadError):
+            masked, secret = set(), frozenset()
+        out: dict[str, Any] = {"id": row.id, "name": row.name, "type": row.type,
+                               "enabled": row.enabled}
+        for key, value in row.params.items():
+            if key in secret:
+                continue
+            if key in masked and isinstance(value, str):
+                value = _mask(value)
+            if key == LOCAL_DIRECTORY and row.type == LOCAL and self.settings.local_root:
+                value = _relative_to(value, self.settings.local_root)
+            out[key] = value
+        out["created_at"] = _iso(row.created_at)
+        out["updated_at"] = _iso(row.updated_at)
+        out["last_verified_at"] = _iso(row.last_verified_at)
+        return out
+
+
+def _mask(value: str) -> str:
+    return "****" + value[-4:] if len(value) > 4 else "****"
+
+
+def _relative_to(value: str, root: Path) -> str:
+    path = Path(value)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else value
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -1,0 +1,67 @@
+"""``destinations serve`` and ``destinations keys create`` (loaded only when they run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+from ._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, LOCAL_ROOT_ENV
+
+DEFAULT_LOCAL_ROOT = "./destinations-data"
+
+_database_url = click.option(
+    "--database-url", envvar=DATABASE_URL_ENV, default=DEFAULT_DATABASE_URL, show_default=True,
+    help=f"SQLAlchemy URL of the database (env {DATABASE_URL_ENV}).",
+)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@_database_url
+@click.option("--local-root", envvar=LOCAL_ROOT_ENV, default=DEFAULT_LOCAL_ROOT,
+              show_default=True, type=click.Path(file_okay=False),
+              help=f"The only directory `local` destinations may write into, created if "
+                   f"missing (env {LOCAL_ROOT_ENV}).")
+def serve(host: str, port: int, database_url: str, local_root: str) -> None:
+    """Run the Destinations HTTP API."""
+    import uvicorn
+
+    from ._app import create_app
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    api_log = logging.getLogger("destinations.api")
+    api_log.addHandler(handler)
+    api_log.setLevel(logging.INFO)
+
+    root = Path(local_root)
+    if not root.is_dir():
+        root.mkdir(parents=True)
+        click.echo(f"created local root {os.path.realpath(root)}", err=True)
+    try:
+        app = create_app(database_url=database_url, local_root=root)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"local destinations may write inside {os.path.realpath(root)}", err=True)
+    uvicorn.run(app, host=host, port=port)
+
+
+@click.group()
+def keys() -> None:
+    """Manage API keys (one account per key)."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A name for the account the key belongs to.")
+@_database_url
+def create_key(name: str, database_url: str) -> None:
+    """Create an account and print its API key (once; only a hash is stored)."""
+    from . import create_api_key
+
+    api_key = create_api_key(name, database_url=database_url)
+    click.echo(f"Created account {name!r}. Its API key is shown only this once:")
+    click.echo(api_key)
