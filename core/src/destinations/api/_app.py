@@ -75,7 +75,8 @@ async def _read_params(request: Request, limit: int) -> dict[str, Any]:
                               errors="strict")
         except (UnicodeDecodeError, ValueError) as exc:
             raise ApiError(400, "Request body is not valid form data (UTF-8, "
-                                "application/x-www-form-urlencoded)") from exc
+                                "application/x-www-form-urlencoded); write a % in a value "
+                                "as %25, e.g. with curl --data-urlencode") from exc
         form: dict[str, Any] = {}
         repeated: dict[str, str] = {}
         for key, value in pairs:
