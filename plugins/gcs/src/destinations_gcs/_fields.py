@@ -1,0 +1,219 @@
+"""The ``gcs`` field model: a bucket, and exactly one way to authenticate."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from destinations.plugin import InvalidDestination, SecretStr
+
+__all__ = ["GcsFields", "check_gcs_bucket_name", "parse_service_account"]
+
+_BUCKET_CHARS = re.compile(r"[a-z0-9._-]+")
+_GOOGLE_LIKE = re.compile(r"g[o0][o0]g[l1][e3]")
+_IPV4_LIKE = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_SA_REQUIRED = ("client_email", "private_key", "token_uri")
+_HOW_TO_AUTH = (
+    "give either gcs_access_key and gcs_secret_key (an HMAC key) or "
+    "gcs_service_account_json (a service-account JSON key), not both"
+)
+
+
+def check_gcs_bucket_name(field: str, value: str) -> str:
+    """Google Cloud Storage bucket naming rules."""
+    name = value.strip()
+    if not name:
+        raise InvalidDestination({field: "required"})
+    if not _BUCKET_CHARS.fullmatch(name):
+        bad = ", ".join(repr(c) for c in sorted({c for c in name if not _BUCKET_CHARS.match(c)}))
+        raise InvalidDestination(
+            {field: "may contain only lowercase letters, digits, dashes, underscores and dots "
+             f"(found {bad})"}
+        )
+    if not 3 <= len(name) <= (222 if "." in name else 63):
+        raise InvalidDestination(
+            {field: f"must be 3 to 63 characters long (up to 222 with dots), not {len(name)}"}
+        )
+    if "." in name and any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        raise InvalidDestination(
+            {field: "each dot-separated part must be 1 to 63 characters long"}
+        )
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        raise InvalidDestination({field: "must start and end with a letter or a digit"})
+    if _IPV4_LIKE.fullmatch(name):
+        raise InvalidDestination({field: "must not be an IP address"})
+    if name.startswith("goog"):
+        raise InvalidDestination({field: "must not start with the reserved 'goog'"})
+    if _GOOGLE_LIKE.search(name):
+        raise InvalidDestination({field: "must not contain 'google' or a look-alike of it"})
+    return name
+
+
+def parse_service_account(field: str, text: str) -> dict[str, Any]:
+    """The key file as a dict; errors describe its shape and never echo its content."""
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidDestination(
+            {field: f"is not valid JSON (line {exc.lineno}, column {exc.colno}); paste the "
+             "whole key file downloaded from the Google Cloud console"}
+        ) from None
+    if not isinstance(info, dict):
+        raise InvalidDestination({field: "must be a JSON object (the key file's content)"})
+    if info.get("type") != "service_account":
+        raise InvalidDestination(
+            {field: "must be a service-account key file (its \"type\" must be "
+             "\"service_account\")"}
+        )
+    missing = [k for k in _SA_REQUIRED if not isinstance(info.get(k), str) or not info[k]]
+    if missing:
+        raise InvalidDestination(
+            {field: f"is missing {', '.join(missing)}; paste the whole key file"}
+        )
+    if "PRIVATE KEY-----" not in info["private_key"]:
+        raise InvalidDestination({field: "has a private_key that is not a PEM private key"})
+    return info
+
+
+def _endpoint(field: str, value: str) -> str:
+    url = value.strip().rstrip("/")
+    example = "a URL such as https://storage.googleapis.com"
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        raise InvalidDestination({field: f"must start with https:// ({example})"})
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or "@" in parts.netloc or port == 0:
+        raise InvalidDestination({field: f"must be {example}, with a host and optional port"})
+    if parts.path or parts.query or parts.fragment:
+        raise InvalidDestination({field: f"must have no path, query or fragment ({example})"})
+    try:
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", parts.hostname):
+            raise InvalidDestination({field: f"has an invalid host name ({example})"}) from None
+    return url
+
+
+def _blank_to_none(value: Any) -> Any:
+    # API forms send every field; an empty one means "not used".
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+        return None
+    return value
+
+
+class GcsFields(BaseModel):
+    """A Google Cloud Storage bucket, reached with an HMAC key or a service-account key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gcs_access_key: str | None = Field(
+        None,
+        description="HMAC access id (Cloud Storage > Settings > Interoperability), used with "
+        "gcs_secret_key. Shown masked (last 4 characters).",
+    )
+    gcs_secret_key: SecretStr | None = Field(
+        None, description="HMAC secret paired with gcs_access_key. Never shown again once saved."
+    )
+    gcs_service_account_json: SecretStr | None = Field(
+        None,
+        description="Instead of the HMAC pair: the whole JSON key file of a service account. "
+        "Never shown again once saved.",
+    )
+    gcs_bucket_name: str = Field(
+        description="Name of an existing bucket (3-63 lowercase letters, digits, dashes, "
+        "underscores, dots; up to 222 with dots)."
+    )
+    gcs_path_prefix: str = Field(
+        "",
+        description="Path template for object names inside the bucket, e.g. "
+        "'exports/%COLLECTION_ID%/%DATE%'.",
+    )
+    gcs_endpoint: str | None = Field(
+        None,
+        description="Override of https://storage.googleapis.com, e.g. a Private Service "
+        "Connect endpoint. Leave out for Google's public endpoint.",
+    )
+
+    @field_validator(
+        "gcs_access_key", "gcs_secret_key", "gcs_service_account_json", "gcs_endpoint",
+        mode="before",
+    )
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("gcs_access_key")
+    @classmethod
+    def _access_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = value.strip()
+        if len(key) > 128 or not key.isascii() or not key.isprintable() or " " in key:
+            raise InvalidDestination(
+                {"gcs_access_key": "must be an HMAC access id: printable ASCII, no spaces"}
+            )
+        return key
+
+    @field_validator("gcs_secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value().strip()
+        if not secret.isascii() or not secret.isprintable() or " " in secret:
+            raise InvalidDestination(
+                {"gcs_secret_key": "must be printable ASCII characters without spaces"}
+            )
+        return SecretStr(secret)
+
+    @field_validator("gcs_service_account_json")
+    @classmethod
+    def _service_account(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parse_service_account("gcs_service_account_json", value.get_secret_value())
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("gcs_bucket_name")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        return check_gcs_bucket_name("gcs_bucket_name", value)
+
+    @field_validator("gcs_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _endpoint("gcs_endpoint", value)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> GcsFields:
+        key, secret = self.gcs_access_key, self.gcs_secret_key
+        if self.gcs_service_account_json is not None:
+            if key is not None or secret is not None:
+                both = {"gcs_service_account_json": _HOW_TO_AUTH}
+                both.update({f: _HOW_TO_AUTH for f, v in (
+                    ("gcs_access_key", key), ("gcs_secret_key", secret)) if v is not None})
+                raise InvalidDestination(both)
+        elif key is None and secret is None:
+            raise InvalidDestination(
+                {"gcs_access_key": f"required: {_HOW_TO_AUTH}",
+                 "gcs_secret_key": f"required: {_HOW_TO_AUTH}"}
+            )
+        elif key is None:
+            raise InvalidDestination({"gcs_access_key": "required with gcs_secret_key"})
+        elif secret is None:
+            raise InvalidDestination({"gcs_secret_key": "required with gcs_access_key"})
+        return self
+
+    @property
+    def uses_hmac(self) -> bool:
+        return self.gcs_service_account_json is None

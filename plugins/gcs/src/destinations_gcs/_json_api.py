@@ -1,0 +1,360 @@
+"""The service-account path: google-cloud-storage over the JSON API.
+
+Imported only when a destination uses ``gcs_service_account_json``, so HMAC users never load
+google-cloud-storage (and service-account users never load boto3).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+import google.auth.exceptions
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+from google.oauth2 import service_account
+from requests.adapters import HTTPAdapter
+
+from destinations.plugin import Source, Store, StoreError, StoreOptions, open_source
+
+from . import DEFAULT_ENDPOINT
+
+__all__ = ["GcsJsonStore", "chunk_size_for"]
+
+# Resumable upload chunks must be multiples of 256 KiB.
+_CHUNK_QUANTUM = 256 * 1024
+# google-cloud-storage sends an upload of known size up to 8 MiB as one multipart request;
+# without a size it always uses a resumable session, which is what a put at or above the
+# threshold must do.
+_SINGLE_REQUEST_MAX = 8 * 1024 * 1024
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_PERMISSIONS = "storage.objects.create and storage.objects.delete (e.g. roles/storage.objectUser)"
+
+
+@functools.lru_cache(maxsize=64)
+def _credentials(key_json: str) -> service_account.Credentials:
+    """One credentials object per key, so its OAuth token is reused across stores."""
+    info = json.loads(key_json)
+    credentials: service_account.Credentials = (
+        service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=["https://www.googleapis.com/auth/devstorage.read_write"]
+        )
+    )
+    return credentials
+
+
+def chunk_size_for(part_size: int) -> int:
+    """``part_size`` rounded up to a multiple of 256 KiB."""
+    return max(_CHUNK_QUANTUM, -(-part_size // _CHUNK_QUANTUM) * _CHUNK_QUANTUM)
+
+
+class _FromHere(io.RawIOBase):
+    """A stream seen from its current position: ``tell()`` starts at 0.
+
+    Resumable uploads need ``tell()`` (and the stream at 0); pipes and sockets have neither.
+    Seeking works only if the underlying stream can, or to where it already is.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        try:
+            self._origin: int | None = stream.tell() if stream.seekable() else None
+        except (OSError, ValueError):
+            self._origin = None
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._origin is not None
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            if self._origin is None:
+                raise io.UnsupportedOperation("stream is not seekable")
+            offset = self._stream.seek(0, io.SEEK_END) - self._origin
+        if offset != self._pos:
+            if self._origin is None:
+                raise io.UnsupportedOperation("stream is not seekable")
+            self._stream.seek(self._origin + offset)
+        self._pos = offset
+        return offset
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class GcsJsonStore(Store):
+    """Objects in one bucket through google-cloud-storage, authenticated as a service account.
+
+    Below ``multipart_threshold`` with a known size: one multipart upload request. At or above
+    it, or unsized: a resumable upload in ``part_size`` chunks (rounded up to 256 KiB).
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        service_account_json: str,
+        endpoint: str | None,
+        options: StoreOptions,
+    ) -> None:
+        self.bucket_name = bucket
+        self.endpoint = endpoint or DEFAULT_ENDPOINT
+        self.options = options
+        try:
+            credentials = _credentials(service_account_json)
+        except (ValueError, KeyError, TypeError) as exc:  # the private key does not parse
+            raise StoreError(
+                "invalid_credentials",
+                "the private_key in gcs_service_account_json cannot be read; paste the key "
+                "file exactly as downloaded",
+                provider_code=type(exc).__name__,
+            ) from None
+        self._http = AuthorizedSession(  # type: ignore[no-untyped-call]
+            credentials, refresh_timeout=options.timeout
+        )
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=options.max_connections, max_retries=0
+        )
+        self._http.mount("https://", adapter)
+        self._http.mount("http://", adapter)
+        self._client = storage.Client(
+            # None makes the client use a placeholder instead of asking the environment.
+            project=json.loads(service_account_json).get("project_id") or None,
+            credentials=credentials,
+            _http=self._http,
+            client_options={"api_endpoint": self.endpoint},
+        )
+        # google-cloud-storage >= 3.11 fetches bucket metadata (storage.buckets.get) in a
+        # background thread on the first object call of every client, for tracing attributes:
+        # an extra request per store that needs a permission we do not ask for
+        # (googleapis/google-cloud-python#17650). The only opt-outs are a process-wide
+        # environment variable or this per-client attribute, which the library itself treats
+        # as optional; a constructor flag is proposed upstream (#18203).
+        if getattr(self._client, "_bucket_metadata_cache", None) is not None:
+            self._client._bucket_metadata_cache = None
+        self._bucket = self._client.bucket(bucket)
+        self._chunk_size = chunk_size_for(options.part_size)
+        self._timeout = (options.timeout, options.timeout)
+
+    def _retry(self) -> Retry | None:
+        """At most ``options.retries`` retries of transient failures within one call."""
+        left = self.options.retries
+        if left <= 0:
+            return None
+
+        def predicate(exc: Exception) -> bool:
+            nonlocal left
+            if left <= 0 or not _is_transient(exc):
+                return False
+            left -= 1
+            return True
+
+        return Retry(predicate=predicate, initial=0.5, maximum=8.0, timeout=None)
+
+    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+        blob = self._bucket.blob(key, chunk_size=self._chunk_size)
+        try:
+            with open_source(source) as stream:
+                if size is not None and size < self.options.multipart_threshold:
+                    body = _read_exactly(stream, size)
+                    blob.upload_from_file(
+                        io.BytesIO(body), size=size, content_type=content_type,
+                        timeout=self._timeout, retry=self._retry(),
+                    )
+                else:
+                    big = size is not None and size > _SINGLE_REQUEST_MAX
+                    blob.upload_from_file(
+                        io.BufferedReader(_FromHere(stream), buffer_size=_CHUNK_QUANTUM),
+                        size=size if big else None, content_type=content_type,
+                        timeout=self._timeout, retry=self._retry(),
+                    )
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "put") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._bucket.blob(key).delete(timeout=self._timeout, retry=self._retry())
+        except api_exceptions.NotFound:
+            return
+        except Exception as exc:
+            raise self._error(exc, "delete") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _error(self, exc: Exception, op: str) -> StoreError:
+        """Messages are built from status codes and field names, never from ``str(exc)``."""
+        if isinstance(exc, api_exceptions.RetryError) and isinstance(exc.cause, Exception):
+            exc = exc.cause
+        where = f"Google Cloud Storage at {self.endpoint}"
+        name = type(exc).__name__
+        if isinstance(exc, google.auth.exceptions.RefreshError):
+            return StoreError(
+                "invalid_credentials",
+                "Google did not issue a token for the service account in "
+                "gcs_service_account_json; the key may be deleted, disabled or not this "
+                "account's: create a new key and paste it",
+                provider_code=_refresh_code(exc),
+            )
+        if isinstance(exc, google.auth.exceptions.TransportError):
+            return StoreError(
+                "endpoint_unreachable",
+                "could not reach the token endpoint (token_uri) of the service account; check "
+                "that it is reachable from this server",
+                provider_code=name,
+            )
+        if isinstance(exc, requests.exceptions.SSLError):
+            return StoreError(
+                "tls_error",
+                f"the TLS connection to {where} failed (certificate or handshake); check "
+                "gcs_endpoint",
+                provider_code=name,
+            )
+        if isinstance(exc, requests.exceptions.Timeout):
+            return StoreError(
+                "timeout",
+                f"{where} did not answer within {self.options.timeout:g} s; check that it is "
+                "reachable from this server",
+                provider_code=name,
+            )
+        if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+            return StoreError(
+                "endpoint_unreachable",
+                f"could not connect to {where}; check gcs_endpoint and that the service is "
+                "reachable from this server",
+                provider_code=name,
+            )
+        if isinstance(exc, DataCorruption):
+            return StoreError(
+                "provider_error",
+                f"the checksum {where} computed does not match the bytes sent; retry",
+                provider_code=name,
+            )
+        status, code = _status_and_code(exc)
+        if status == 401:
+            return StoreError(
+                "invalid_credentials",
+                f"{where} rejected the service account's token; check gcs_service_account_json",
+                provider_code=code,
+            )
+        if status == 403:
+            return StoreError(
+                "access_denied",
+                f"the service account may not write to bucket {self.bucket_name!r}: grant it "
+                f"{_PERMISSIONS} on the bucket",
+                provider_code=code,
+            )
+        if status == 404 and op == "put":
+            return StoreError(
+                "bucket_not_found",
+                f"bucket {self.bucket_name!r} does not exist; check gcs_bucket_name (buckets "
+                "are never created automatically)",
+                provider_code=code,
+            )
+        return StoreError(
+            "provider_error",
+            f"{where} refused the request for bucket {self.bucket_name!r}: HTTP "
+            f"{status or '?'} {code}",
+            provider_code=code,
+        )
+
+
+def _status_and_code(exc: Exception) -> tuple[int | None, str]:
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        status = int(exc.code) if exc.code is not None else None
+        reason = exc.reason
+        errors = list(exc.errors) or _response_errors(exc.response)
+        if not reason and errors:
+            first = errors[0]
+            reason = first.get("reason") if isinstance(first, Mapping) else None
+        code = reason if isinstance(reason, str) and _SAFE_CODE.fullmatch(reason) else None
+        return status, code or (str(status) if status else type(exc).__name__)
+    if isinstance(exc, InvalidResponse):
+        status = getattr(exc.response, "status_code", None)
+        return status, str(status) if status else type(exc).__name__
+    return None, type(exc).__name__
+
+
+def _response_errors(response: Any) -> list[Any]:
+    """``error.errors`` of a JSON API error body (uploads raise without parsing it)."""
+    try:
+        errors = response.json()["error"]["errors"]
+    except Exception:  # no response, not JSON, or another shape: no reason to report
+        return []
+    return errors if isinstance(errors, list) else []
+
+
+def _refresh_code(exc: google.auth.exceptions.RefreshError) -> str:
+    for arg in exc.args[1:]:
+        if isinstance(arg, Mapping):
+            error = arg.get("error")
+            if isinstance(error, str) and _SAFE_CODE.fullmatch(error):
+                return error
+    return "RefreshError"
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(
+        exc,
+        api_exceptions.TooManyRequests
+        | api_exceptions.InternalServerError
+        | api_exceptions.BadGateway
+        | api_exceptions.ServiceUnavailable
+        | api_exceptions.GatewayTimeout
+        | requests.exceptions.ConnectionError
+        | requests.exceptions.ChunkedEncodingError
+        | requests.exceptions.Timeout
+        | ConnectionError
+        | google.auth.exceptions.TransportError,
+    ):
+        return True
+    if isinstance(exc, InvalidResponse):
+        return getattr(exc.response, "status_code", None) in _TRANSIENT_STATUS
+    return False
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes (below the threshold, so bounded) and check there are no more."""
+    chunks: list[bytes] = []
+    got = 0
+    while got <= size:
+        chunk = stream.read(size + 1 - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got != size:
+        more = "more than" if got > size else f"only {got} of"
+        raise StoreError(
+            "provider_error",
+            f"the source gave {more} the {size} bytes announced; nothing was written",
+            provider_code="IncompleteBody",
+        )
+    return b"".join(chunks)
+

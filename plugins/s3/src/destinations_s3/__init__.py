@@ -1,0 +1,89 @@
+"""Amazon S3 (``s3``) and S3-compatible (``s3compatible``) destination types.
+
+Both types come from this one module, each through its own entry point. ``s3`` talks to AWS
+(or to ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` when set), signs for ``us-east-1`` and
+follows a bucket to its region; ``s3compatible`` talks to ``s3_endpoint`` with path-style
+addressing and checksums only where required, which is what most other providers accept.
+
+:class:`S3ProtocolStore` is public so other plugins can drive an S3-protocol service with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from destinations.plugin import DestinationType, StoreOptions, hookimpl
+
+from ._fields import S3CompatibleFields, S3Fields
+from ._store import AddressingStyle, ChecksumMode, Labels, S3ProtocolStore
+
+__all__ = [
+    "AddressingStyle",
+    "ChecksumMode",
+    "Labels",
+    "S3CompatibleFields",
+    "S3Fields",
+    "S3ProtocolStore",
+    "destinations_register_types",
+    "open_s3",
+    "open_s3compatible",
+]
+
+#: AWS signs the first request for this region; a bucket elsewhere is followed to its own.
+DEFAULT_AWS_REGION = "us-east-1"
+
+
+def open_s3(fields: S3Fields, options: StoreOptions) -> S3ProtocolStore:
+    return S3ProtocolStore(
+        bucket=fields.s3_bucket_name,
+        access_key_id=fields.s3_access_key_id,
+        secret_access_key=fields.s3_secret_access_key,
+        endpoint_url=None,  # boto3 then honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+        region=DEFAULT_AWS_REGION,
+        options=options,
+    )
+
+
+def open_s3compatible(fields: S3CompatibleFields, options: StoreOptions) -> S3ProtocolStore:
+    return S3ProtocolStore(
+        bucket=fields.s3_bucket_name,
+        access_key_id=fields.s3_access_key_id,
+        secret_access_key=fields.s3_secret_access_key,
+        endpoint_url=fields.s3_endpoint,
+        region=fields.s3_region,
+        options=options,
+        addressing_style="path",
+        checksums="when_required",
+        labels=Labels(
+            provider="the S3-compatible service",
+            endpoint="s3_endpoint",
+            region="s3_region",
+            permissions="put-object, delete-object and multipart-upload permissions",
+        ),
+    )
+
+
+@hookimpl
+def destinations_register_types(register: Callable[[DestinationType], None]) -> None:
+    register(
+        DestinationType(
+            name="s3",
+            fields=S3Fields,
+            open_store=open_s3,
+            prefix_field="s3_path_prefix",
+            description="An Amazon S3 bucket, in any commercial AWS region.",
+            masked_fields=("s3_access_key_id",),
+        )
+    )
+    register(
+        DestinationType(
+            name="s3compatible",
+            fields=S3CompatibleFields,
+            open_store=open_s3compatible,
+            prefix_field="s3_path_prefix",
+            description="A bucket on any S3-compatible service (MinIO, Cloudflare R2, Wasabi, "
+            "Backblaze B2, Ceph, DigitalOcean Spaces…) at its endpoint URL.",
+            masked_fields=("s3_access_key_id",),
+            endpoint_fields=("s3_endpoint",),
+        )
+    )

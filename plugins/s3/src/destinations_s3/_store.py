@@ -1,0 +1,376 @@
+"""A store for anything that speaks the S3 protocol, built on boto3.
+
+:class:`S3ProtocolStore` takes explicit parameters (not a field model) so other plugins reuse
+it: ``destinations-gcs`` drives Google's XML API with HMAC keys through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import boto3.session
+import botocore.session
+from boto3.s3.transfer import (
+    TransferConfig,
+    create_transfer_manager,
+)
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from destinations.plugin import (
+    SecretStr,
+    Source,
+    Store,
+    StoreError,
+    StoreOptions,
+    open_source,
+)
+
+__all__ = ["AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"]
+
+AddressingStyle = Literal["auto", "path", "virtual"]
+ChecksumMode = Literal["when_supported", "when_required"]
+
+_CREDENTIAL_CODES = frozenset(
+    {
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "InvalidSecurity",
+    }
+)
+_DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled"})
+_REGION_CODES = frozenset(
+    {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
+)
+_SAFE_REGION = re.compile(r"[a-z0-9-]{1,63}")
+_SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """How error messages name the provider, its fields and the permissions it needs."""
+
+    provider: str = "Amazon S3"
+    access_key_id: str = "s3_access_key_id"
+    secret: str = "s3_secret_access_key"
+    bucket: str = "s3_bucket_name"
+    endpoint: str | None = None
+    region: str | None = None
+    permissions: str = "s3:PutObject and s3:DeleteObject (plus s3:AbortMultipartUpload)"
+
+
+# --------------------------------------------------------------------------------------------
+# one isolated botocore session for the process
+
+_session_lock = threading.Lock()
+_session: Any = None
+
+
+def _boto3_session() -> Any:
+    """A boto3 session over a private botocore session that reads no profile or ~/.aws file.
+
+    Keys always come from the destination. Environment variables still apply, which is how
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` and ``AWS_CA_BUNDLE`` reach the ``s3``
+    type. Shared so the S3 service model is loaded once, not per store. Call it with
+    ``_session_lock`` held.
+    """
+    global _session
+    if _session is None:
+        core = botocore.session.Session(
+            session_vars={
+                "profile": (None, None, None, None),
+                "config_file": (None, None, os.devnull, None),
+                "credentials_file": (None, None, os.devnull, None),
+            }
+        )
+        _session = boto3.session.Session(botocore_session=core)
+    return _session
+
+
+# --------------------------------------------------------------------------------------------
+# bucket regions learned from redirects, so the next store for that bucket goes straight there
+
+_HINTS_MAX = 1024
+_hints_lock = threading.Lock()
+_region_hints: dict[tuple[str, str], str] = {}
+
+
+def _remember_region(endpoint: str, bucket: str, region: str) -> None:
+    with _hints_lock:
+        _region_hints.pop((endpoint, bucket), None)
+        _region_hints[(endpoint, bucket)] = region
+        while len(_region_hints) > _HINTS_MAX:
+            del _region_hints[next(iter(_region_hints))]
+
+
+class S3ProtocolStore(Store):
+    """Objects in one bucket of an S3-protocol service; one boto3 client per store.
+
+    ``endpoint_url=None`` means AWS (or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` when
+    set: boto3 reads them itself). ``region`` is what requests are signed for; a bucket found
+    elsewhere is retried once in its own region when the error names it (botocore's
+    redirect), and the region is remembered for later stores of the same bucket.
+    ``checksums="when_required"`` turns off the default CRC checksums that many S3-compatible
+    services reject. Puts below ``options.multipart_threshold`` with a known size are one
+    ``PutObject``; larger or unsized ones use boto3's managed multipart transfer.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        access_key_id: str,
+        secret_access_key: str | SecretStr,
+        endpoint_url: str | None,
+        region: str,
+        options: StoreOptions,
+        addressing_style: AddressingStyle = "auto",
+        checksums: ChecksumMode = "when_supported",
+        labels: Labels | None = None,
+    ) -> None:
+        if isinstance(secret_access_key, SecretStr):
+            secret_access_key = secret_access_key.get_secret_value()
+        self.bucket = bucket
+        self.region = region
+        self.options = options
+        self.labels = labels or Labels()
+        config = Config(
+            connect_timeout=options.timeout,
+            read_timeout=options.timeout,
+            retries={"total_max_attempts": options.retries + 1, "mode": "standard"},
+            max_pool_connections=options.max_connections,
+            s3={"addressing_style": addressing_style},
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
+        )
+        with _session_lock:  # boto3/botocore sessions are not thread-safe; clients are
+            self._client = _boto3_session().client(
+                "s3",
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                aws_session_token=None,
+                region_name=region,
+                endpoint_url=endpoint_url,
+                config=config,
+            )
+        self.endpoint: str = self._client.meta.endpoint_url
+        events = self._client.meta.events
+        events.register("before-endpoint-resolution.s3", self._apply_region_hint)
+        events.register("after-call.s3", self._learn_region)
+        events.register("before-call.s3", self._one_region_lookup)
+        self._local = threading.local()
+        self._transfer_config = TransferConfig(
+            multipart_threshold=options.multipart_threshold,
+            multipart_chunksize=options.part_size,
+            max_concurrency=options.max_connections,
+            use_threads=options.max_connections > 1,
+            preferred_transfer_client="classic",
+        )
+
+    # -- Store -------------------------------------------------------------------------------
+
+    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            if size is not None and size < self.options.multipart_threshold:
+                with open_source(source) as stream:
+                    body = _read_exactly(stream, size)
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            else:
+                # A path goes by name so parts are read from disk as they are sent; a stream
+                # (seekable or not) is read one part at a time. Never the whole file.
+                fileobj = os.fspath(source) if isinstance(source, str | os.PathLike) else source
+                with create_transfer_manager(self._client, self._transfer_config) as manager:
+                    manager.upload(
+                        fileobj, self.bucket, key, extra_args=extra or None
+                    ).result()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            # S3 answers 204 for a missing key; some S3-compatible services answer 404.
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return
+            raise self._error(exc) from exc
+        except BotoCoreError as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- region redirects --------------------------------------------------------------------
+
+    def _apply_region_hint(
+        self, builtins: dict[str, Any], params: Mapping[str, Any], **_: Any
+    ) -> None:
+        if params.get("Bucket") == self.bucket:
+            region = _region_hints.get((self.endpoint, self.bucket))
+            if region is not None:
+                builtins["AWS::Region"] = region
+
+    def _learn_region(self, http_response: Any, context: Mapping[str, Any], **_: Any) -> None:
+        redirect = context.get("s3_redirect") or {}
+        if redirect.get("redirected") and redirect.get("bucket") == self.bucket:
+            region = (context.get("signing") or {}).get("region")
+            if region and http_response is not None and http_response.status_code < 300:
+                _remember_region(self.endpoint, self.bucket, region)
+
+    def _one_region_lookup(self, model: Any, **_: Any) -> tuple[Any, dict[str, Any]] | None:
+        """Allow botocore one HeadBucket region lookup per operation.
+
+        When a redirect does not name the region, botocore asks HeadBucket; if that answers
+        a redirect without the region too, botocore asks again, recursively, until
+        RecursionError (a misbehaving or non-AWS server). This store never calls HeadBucket
+        itself, so a second one in a row answers "301" here without a request.
+        """
+        if model.name != "HeadBucket":
+            self._local.looked_up = False
+            return None
+        if not getattr(self._local, "looked_up", False):
+            self._local.looked_up = True
+            return None
+        metadata = {"HTTPStatusCode": 301, "HTTPHeaders": {}}
+        return AWSResponse(self.endpoint, 301, {}, None), {
+            "Error": {"Code": "301", "Message": "Moved Permanently"},
+            "ResponseMetadata": metadata,
+        }
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _error(self, exc: Exception) -> StoreError:
+        """Map a boto error to a StoreError. Messages are built from codes and field names;
+        ``str(exc)`` is never used (it can echo request details)."""
+        lab = self.labels
+        where = f"{lab.provider} at {self.endpoint}"
+        if isinstance(exc, ClientError):
+            return self._client_error(exc)
+        name = type(exc).__name__
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+            kind = "connect" if isinstance(exc, ConnectTimeoutError) else "read"
+            return StoreError(
+                "timeout",
+                f"{where} did not answer within {self.options.timeout:g} s ({kind} timeout); "
+                "check that it is reachable from this server",
+                provider_code=name,
+            )
+        if isinstance(exc, SSLError):
+            return StoreError(
+                "tls_error",
+                f"the TLS connection to {where} failed (certificate or handshake); the endpoint "
+                "needs a certificate this server trusts",
+                provider_code=name,
+            )
+        if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ProxyConnectionError):
+            fix = f"check {lab.endpoint} and that" if lab.endpoint else "check that"
+            return StoreError(
+                "endpoint_unreachable",
+                f"could not connect to {where}; {fix} the service is reachable from this server",
+                provider_code=name,
+            )
+        return StoreError(
+            "provider_error", f"the request to {where} failed ({name})", provider_code=name
+        )
+
+    def _client_error(self, exc: ClientError) -> StoreError:
+        lab = self.labels
+        code = _error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        bucket = self.bucket
+        if code in _CREDENTIAL_CODES:
+            return StoreError(
+                "invalid_credentials",
+                f"{lab.provider} rejected the credentials ({code}): check {lab.access_key_id} "
+                f"and {lab.secret}",
+                provider_code=code,
+            )
+        if code in _DENIED_CODES or (code in ("403", "Forbidden") and status == 403):
+            return StoreError(
+                "access_denied",
+                f"the credentials may not write to bucket {bucket!r} ({code}): grant them "
+                f"{lab.permissions} on the bucket under the path prefix",
+                provider_code=code,
+            )
+        if code == "NoSuchBucket":
+            return StoreError(
+                "bucket_not_found",
+                f"bucket {bucket!r} does not exist at {lab.provider}; check {lab.bucket} "
+                "(buckets are never created automatically)",
+                provider_code=code,
+            )
+        if code in _REGION_CODES or status == 301:
+            return StoreError("wrong_region", self._region_message(exc), provider_code=code)
+        return StoreError(
+            "provider_error",
+            f"{lab.provider} refused the request for bucket {bucket!r}: HTTP {status} {code}",
+            provider_code=code,
+        )
+
+    def _region_message(self, exc: ClientError) -> str:
+        lab = self.labels
+        headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        found = headers.get("x-amz-bucket-region") or exc.response.get("Error", {}).get("Region")
+        region = found if isinstance(found, str) and _SAFE_REGION.fullmatch(found) else None
+        if region is None:
+            head = (
+                f"bucket {self.bucket!r} is not in region {self.region!r} and {lab.provider} "
+                "did not say which region it is in"
+            )
+            fix = f"set {lab.region} to the bucket's region" if lab.region else (
+                "check that the bucket is in a standard AWS region (not China or GovCloud)"
+            )
+        else:
+            head = f"bucket {self.bucket!r} is in region {region!r}, not {self.region!r}"
+            fix = f"set {lab.region} to {region!r}" if lab.region else (
+                "the request could not be redirected there; check that the bucket is in a "
+                "standard AWS region (not China or GovCloud)"
+            )
+        return f"{head}: {fix}"
+
+
+def _error_code(exc: ClientError) -> str:
+    raw = exc.response.get("Error", {}).get("Code")
+    if isinstance(raw, str) and _SAFE_CODE.fullmatch(raw):
+        return raw
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(status) if status else "Unknown"
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    """Read ``size`` bytes (below the multipart threshold, so bounded) and check the size."""
+    chunks: list[bytes] = []
+    got = 0
+    while got <= size:
+        chunk = stream.read(size + 1 - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got != size:
+        more = "more than" if got > size else f"only {got} of"
+        raise StoreError(
+            "provider_error",
+            f"the source gave {more} the {size} bytes announced; nothing was written",
+            provider_code="IncompleteBody",
+        )
+    return b"".join(chunks)
