@@ -97,3 +97,6 @@ def test_serve_runs_a_real_server_with_the_embedded_defaults(tmp_path: Path) -> 
         output, _ = server.communicate(timeout=15)
     assert "destinations.db.key" in output and "0600" in output
     assert oct((tmp_path / "destinations.db.key").stat().st_mode & 0o777) == "0o600"
+    # The access log shows each request, with the api_key blanked: it is a credential.
+    assert '"GET /destinations?api_key=[redacted] HTTP/1.1" 200' in output
+    assert api_key not in output

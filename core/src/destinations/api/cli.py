@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -47,7 +50,33 @@ def serve(host: str, port: int, database_url: str, local_root: str) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"local destinations may write inside {os.path.realpath(root)}", err=True)
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.run(app, host=host, port=port, log_config=_log_config())
+
+
+class RedactApiKey(logging.Filter):
+    """Blanks ``api_key=…`` in access-log lines: the key is a credential, and uvicorn logs
+    the full path with its query string."""
+
+    _pattern = re.compile(r"(api_key=)[^&\s]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        record.msg = self._pattern.sub(r"\1[redacted]", str(record.msg))
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_api_key"] = {"()": RedactApiKey}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact_api_key")
+    return config
 
 
 @click.group()
