@@ -142,3 +142,12 @@ def test_key_over_1024_bytes_is_an_error_not_truncated() -> None:
 def test_non_string_template_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         PathTemplate(None)  # type: ignore[arg-type]
+
+
+def test_default_now_matches_an_explicit_now_for_every_date_token() -> None:
+    t = PathTemplate("%YEAR%/%MONTH%/%DAY%/%HOUR%/%DATE%")
+    values = {"collection_id": "c", "collection_name": "n", "result_set_id": "r"}
+    before = t.expand(**values, now=datetime.now(UTC))
+    default = t.expand(**values)
+    after = t.expand(**values, now=datetime.now(UTC))
+    assert default in (before, after)
