@@ -13,11 +13,11 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from destinations.api import create_api_key, create_app
 from sqlalchemy.pool import NullPool
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from destinations.api import create_api_key, create_app
 from tests.api import vaultplugin
 
 #: PostgreSQL must be reachable: an unreachable server fails these tests, never skips them.

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from destinations import available_types, get_type
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from destinations import available_types, get_type
 from tests.api.vaultplugin import BAD_CREDENTIALS, GATED, VaultStore
 
 SECRET = "vault-SECRET-do-not-leak-7f3a9c"
@@ -410,6 +410,7 @@ def test_environment_settings(
     database_url: str, local_root: Path, monkeypatch: pytest.MonkeyPatch, vault: object
 ) -> None:
     from cryptography.fernet import Fernet
+
     from destinations.api import create_api_key, create_app
 
     monkeypatch.setenv("DESTINATIONS_DATABASE_URL", database_url)

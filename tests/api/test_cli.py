@@ -14,9 +14,10 @@ import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
-from destinations.cli import main
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+
+from destinations.cli import main
 
 CLI = str(Path(sys.executable).with_name("destinations"))
 

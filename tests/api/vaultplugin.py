@@ -8,12 +8,17 @@ import threading
 from collections.abc import Callable
 from typing import ClassVar
 
+from pydantic import BaseModel, ConfigDict, SecretStr
+
 import destinations
 from destinations.plugin import DestinationType, Source, Store, StoreError, StoreOptions
-from pydantic import BaseModel, ConfigDict, SecretStr
 
 BAD_CREDENTIALS = "bad-credentials"
 GATED = "gated"  # put waits for VaultStore.gate, to hold a verification open
+#: A bucket "fail-put-<code>" or "fail-delete-<code>" fails that step with that error code;
+#: "explode-put" raises an unmapped exception whose text contains the secret.
+FAIL_PREFIX = "fail-"
+EXPLODE = "explode-put"
 
 
 class VaultFields(BaseModel):
@@ -53,6 +58,13 @@ class VaultStore(Store):
                 "the access key was rejected; check vault_access_key_id and vault_secret_key",
                 provider_code="InvalidAccessKeyId",
             )
+        if bucket == EXPLODE:
+            raise RuntimeError(
+                f"SDK echo: Authorization {self.fields.vault_secret_key.get_secret_value()}"
+            )
+        if bucket.startswith(FAIL_PREFIX + "put-"):
+            code = bucket.removeprefix(FAIL_PREFIX + "put-").replace("-", "_")
+            raise StoreError(code, f"scripted {code} at put", provider_code="Scripted")  # type: ignore[arg-type]
         if bucket == GATED:
             self.waiting.set()
             if not self.gate.wait(20):
@@ -61,6 +73,10 @@ class VaultStore(Store):
             self.objects.add(key)
 
     def delete(self, key: str) -> None:
+        bucket = self.fields.vault_bucket
+        if bucket.startswith(FAIL_PREFIX + "delete-"):
+            code = bucket.removeprefix(FAIL_PREFIX + "delete-").replace("-", "_")
+            raise StoreError(code, f"scripted {code} at delete")  # type: ignore[arg-type]
         with self.lock:
             self.objects.discard(key)
 

@@ -21,6 +21,7 @@ import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ExponentialRetry
+
 from destinations import (
     Destination,
     InvalidDestination,
@@ -34,7 +35,6 @@ from destinations import (
 from destinations.plugin import MiB
 from destinations.testing import StoreConformance
 from destinations_azure import AzureFields, AzureStore
-
 from tests.emulators.servers import (
     AZURITE_ACCOUNT_KEY,
     AZURITE_ACCOUNT_NAME,

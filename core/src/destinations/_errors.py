@@ -8,6 +8,7 @@ The tree::
     │   └── UnknownType                        no installed plugin provides the type
     ├── PluginLoadError (also ImportError)     a plugin failed to import; names the distribution
     ├── StoreError                             a storage call failed; .code, .provider_code
+    │   ├── EndpointNotAllowed                 the endpoint guard refused a connection
     │   └── ObjectKeyTooLong (also ValueError) an object key over 1024 UTF-8 bytes
     └── VerificationFailed                     verify-then-commit refused; .step, .code
 
@@ -23,6 +24,7 @@ from typing import Final, Literal
 __all__ = [
     "CODES",
     "DestinationsError",
+    "EndpointNotAllowed",
     "ErrorCode",
     "InvalidDestination",
     "InvalidTemplate",
@@ -121,6 +123,20 @@ class StoreError(DestinationsError):
     def __str__(self) -> str:
         suffix = f" [{self.provider_code}]" if self.provider_code else ""
         return f"{self.code}: {self.message}{suffix}"
+
+
+class EndpointNotAllowed(StoreError):
+    """The endpoint guard refused a connection (code ``endpoint_not_allowed``).
+
+    ``address`` is the refused address (or host, for plain http); ``rule`` names the rule
+    (``"a loopback address"``, ``"plain http"``…). Deliberately not an :class:`OSError`: HTTP
+    libraries then pass it through instead of treating it as a network failure to retry.
+    """
+
+    def __init__(self, message: str, *, address: str, rule: str) -> None:
+        super().__init__("endpoint_not_allowed", message, provider_code=None)
+        self.address = address
+        self.rule = rule
 
 
 class ObjectKeyTooLong(StoreError, ValueError):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from ._errors import InvalidDestination, InvalidTemplate, UnknownType
+from ._guard import check_endpoint_scheme
 from ._plugins import available_types, get_type
 from ._template import PathTemplate
 from .plugin import DestinationType
@@ -174,6 +175,14 @@ def parse_destination(params: Mapping[str, object]) -> Destination:
             settings = dtype.fields.model_validate(data)
         except ValidationError as exc:
             errors.update(_field_errors(exc))
+        else:
+            for endpoint_field in dtype.endpoint_fields:
+                url = getattr(settings, endpoint_field)
+                if isinstance(url, str) and url:
+                    try:
+                        check_endpoint_scheme(endpoint_field, url)
+                    except InvalidDestination as exc:
+                        errors.update(exc.errors)
         if dtype.prefix_field is not None:
             # Compiled from the raw value too, so a template error is reported alongside
             # the other fields' errors.

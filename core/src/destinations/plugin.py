@@ -14,11 +14,19 @@ from functools import cached_property
 import pluggy
 from pydantic import BaseModel, SecretStr
 
-from ._errors import InvalidDestination, StoreError
+from ._errors import EndpointNotAllowed, InvalidDestination, StoreError
+from ._guard import (
+    check_host,
+    find_refusal,
+    guarded_create_connection,
+    private_endpoints_allowed,
+    refuse_plain_http,
+)
 from ._store import MiB, Source, Store, StoreOptions, open_source, source_size
 
 __all__ = [
     "DestinationType",
+    "EndpointNotAllowed",
     "InvalidDestination",
     "MiB",
     "SecretStr",
@@ -26,8 +34,13 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreOptions",
+    "check_host",
+    "find_refusal",
+    "guarded_create_connection",
     "hookimpl",
     "open_source",
+    "private_endpoints_allowed",
+    "refuse_plain_http",
     "source_size",
 ]
 
@@ -50,6 +63,12 @@ class DestinationType:
 
     ``masked_fields``: non-secret identifiers (access key ids) shown only by their last four
     characters. ``endpoint_fields``: user-supplied URLs, subject to the endpoint guard.
+
+    The endpoint guard (DESIGN.md "Persistence and security") is enforced when a connection
+    is made: route every socket connect of the SDK's HTTP stack through
+    :func:`guarded_create_connection` (it resolves, refuses loopback, private, link-local,
+    metadata… addresses with :class:`EndpointNotAllowed`, and connects only to the addresses
+    it checked), and when mapping SDK errors return :func:`find_refusal`'s result first.
     """
 
     name: str

@@ -38,9 +38,12 @@ DEFAULT_DATABASE_URL = "sqlite:///destinations.db"
 WRITE_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
-def _envelope(status: int, message: str, **extra: Any) -> JSONResponse:
+def _envelope(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     return JSONResponse(
-        {"request_info": {"success": False, "message": message, **extra}}, status_code=status
+        {"request_info": {"success": False, "message": message, **extra}}, status_code=status,
+        headers=headers,
     )
 
 
@@ -103,7 +106,7 @@ def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             )
             return await handler(request, service, account)
         except ApiError as exc:
-            return _envelope(exc.status, exc.message, **exc.extra)
+            return _envelope(exc.status, exc.message, exc.headers, **exc.extra)
 
     return endpoint
 
@@ -169,6 +172,7 @@ def create_app(
     max_destinations: int = 50,
     verify_timeout: float = 30.0,
     max_body_bytes: int = 64 * 1024,
+    verifications_per_minute: int = 30,
 ) -> Starlette:
     """The Destinations HTTP API as an ASGI app, its database migrated to the newest schema.
 
@@ -177,6 +181,9 @@ def create_app(
     destinations may write into (else ``DESTINATIONS_LOCAL_ROOT``; with neither, the
     ``local`` type is not offered). ``encryption_keys``: Fernet keys, newest first (else
     ``DESTINATIONS_ENCRYPTION_KEYS``, else a key file beside a SQLite database).
+    ``verifications_per_minute``: verification attempts allowed per account (a token bucket
+    in this process: each replica counts its own; 0 turns the limit off); more answer 429
+    with ``Retry-After``.
     """
     database_url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
     if local_root is None:
@@ -191,7 +198,8 @@ def create_app(
     upgrade(engine)
     service = DestinationService(
         engine, box, Settings(local_root=root, max_destinations=max_destinations,
-                              verify_timeout=verify_timeout),
+                              verify_timeout=verify_timeout,
+                              verifications_per_minute=verifications_per_minute),
     )
 
     @asynccontextmanager

@@ -42,6 +42,15 @@ class SecretBox:
     def encrypt(self, values: Mapping[str, Any]) -> str:
         return self._fernet.encrypt(json.dumps(dict(values)).encode()).decode()
 
+    def rotate(self, token: str) -> str:
+        """``token`` re-encrypted with the newest key (decrypted with whichever key fits)."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise RuntimeError(
+                "a stored secret cannot be decrypted with the configured encryption keys"
+            ) from exc
+
     def decrypt(self, token: str) -> dict[str, Any]:
         try:
             plain = self._fernet.decrypt(token.encode())
@@ -90,6 +99,8 @@ def load_secret_box(keys: str | Sequence[str] | None, database_url: str) -> Secr
     log.warning(
         "created encryption key file %s (mode 0600) for the secrets in %s; back it up with the "
         "database, or set %s instead",
-        key_file.resolve(), url.database, ENCRYPTION_KEYS_ENV,
+        key_file.resolve(),
+        url.database,
+        ENCRYPTION_KEYS_ENV,
     )
     return SecretBox(_split(key_file.read_text()))

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -33,6 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+if TYPE_CHECKING:
+    from ._crypto import SecretBox
+
 __all__ = [
     "Account",
     "Base",
@@ -41,6 +44,7 @@ __all__ = [
     "hash_api_key",
     "make_engine",
     "new_destination_id",
+    "rotate_secrets",
     "upgrade",
     "utcnow",
 ]
@@ -160,3 +164,40 @@ def create_account(engine: Engine, name: str) -> str:
     with Session(engine) as session, session.begin():
         session.add(Account(name=name, api_key_hash=hash_api_key(api_key), created_at=utcnow()))
     return api_key
+
+
+def rotate_secrets(engine: Engine, box: SecretBox, batch: int = 200) -> tuple[int, int]:
+    """Re-encrypt every row's secrets with ``box``'s newest key; ``(rotated, failed)``.
+
+    Each row is rewritten only if its token is still the one read (``WHERE secrets = old``),
+    so a concurrent update is never overwritten; such a row is already on the newest key.
+    """
+    from sqlalchemy import select, update
+
+    rotated = failed = 0
+    last = ""
+    while True:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(DestinationRow.id, DestinationRow.secrets)
+                .where(DestinationRow.id > last)
+                .order_by(DestinationRow.id)
+                .limit(batch)
+            ).all()
+        if not rows:
+            return rotated, failed
+        with Session(engine) as session, session.begin():
+            for row_id, token in rows:
+                try:
+                    new = box.rotate(token)
+                except RuntimeError:
+                    failed += 1
+                    continue
+                session.execute(
+                    update(DestinationRow)
+                    .where(DestinationRow.id == row_id, DestinationRow.secrets == token)
+                    .values(secrets=new)
+                    .execution_options(synchronize_session=False)
+                )
+                rotated += 1
+        last = rows[-1][0]

@@ -125,7 +125,8 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
         reasons = {"400": "Invalid parameters, limit reached, or failed verification "
                           "(connectivity_problem)",
                    "401": "Supplied api_key is not valid", "404": "Not found",
-                   "409": "Changed concurrently; retry", "413": "Body too large"}
+                   "409": "Changed concurrently; retry", "413": "Body too large",
+                   "429": "Too many verification attempts; retry after Retry-After seconds"}
         for code in ("401", *codes):
             out[code] = {"description": reasons[code], "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -148,7 +149,7 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
             "/destinations": {
                 "post": {"summary": "Create a destination (verified first when enabled)",
                          "parameters": [api_key], "requestBody": body("DestinationParams"),
-                         "responses": responses(one, "400", "413")},
+                         "responses": responses(one, "400", "413", "429")},
                 "get": {"summary": "List destinations (10 per page)",
                         "parameters": [api_key, *(
                             {"name": n, "in": "query", "required": False, "schema": s}
@@ -167,7 +168,7 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
                 "put": {"summary": "Update a destination (partial)",
                         "parameters": [api_key, dest_id],
                         "requestBody": body("DestinationParams", partial=True),
-                        "responses": responses(one, "400", "404", "409", "413")},
+                        "responses": responses(one, "400", "404", "409", "413", "429")},
                 "delete": {"summary": "Delete a destination", "parameters": [api_key, dest_id],
                            "responses": responses(deleted, "404")},
             },

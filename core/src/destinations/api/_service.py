@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,18 +31,28 @@ __all__ = ["ApiError", "DestinationService", "Settings"]
 
 log = logging.getLogger("destinations.api")
 PAGE_SIZE = 10
+MAX_PAGE = 1_000_000
 LOCAL = "local"
 LOCAL_DIRECTORY = "local_directory"
 SORT_COLUMNS = {"name": DestinationRow.name, "type": DestinationRow.type}
 
 
 class ApiError(Exception):
-    """A refusal: HTTP ``status``, a message for ``request_info``, and extra keys for it."""
+    """A refusal: HTTP ``status``, a message for ``request_info``, and extra keys for it.
+    ``headers`` go on the response (``Retry-After``)."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
         self.extra = extra
 
     @classmethod
@@ -52,11 +64,47 @@ class ApiError(Exception):
 NOT_FOUND = "Destination not found"
 
 
+#: Longest value of any one field (a service-account key file is ~2.4 KB; 4096-bit keys
+#: ~3.3 KB) and longest field name.
+MAX_FIELD_CHARS = 8192
+MAX_FIELD_NAME_CHARS = 255
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     local_root: Path | None
     max_destinations: int
     verify_timeout: float
+    verifications_per_minute: int = 30
+
+
+class RateLimiter:
+    """A token bucket per account: ``rate`` attempts a minute, bursts up to ``rate``.
+
+    In-process: with several API replicas (or workers) each one allows ``rate`` a minute,
+    so the account-wide limit is ``rate`` times the number of processes.
+    """
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[int, tuple[float, float]] = {}
+
+    def take(self, account_id: int) -> float:
+        """Take one token; 0 if granted, else the seconds until one is available."""
+        if self.rate <= 0:
+            return 0.0
+        per_second = self.rate / 60.0
+        with self._lock:
+            now = self._clock()
+            tokens, last = self._buckets.get(account_id, (float(self.rate), now))
+            tokens = min(float(self.rate), tokens + (now - last) * per_second)
+            if tokens >= 1.0:
+                self._buckets[account_id] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[account_id] = (tokens, now)
+            return (1.0 - tokens) / per_second
 
 
 class DestinationService:
@@ -64,6 +112,7 @@ class DestinationService:
         self.engine = engine
         self.box = box
         self.settings = settings
+        self.verifications = RateLimiter(settings.verifications_per_minute)
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -85,6 +134,7 @@ class DestinationService:
     def create(self, account_id: int, params: dict[str, Any]) -> dict[str, Any]:
         if "id" in params:
             raise ApiError.invalid({"id": "is assigned by the server; do not send it"})
+        _check_lengths(params)
         params = self._resolve_local(params, params.get("type"))
         new = self._parse(params)
         with Session(self.engine) as session:
@@ -95,21 +145,27 @@ class DestinationService:
         def commit(dest: Destination) -> DestinationRow:
             non_secret, secret = self._split(dest)
             row = DestinationRow(
-                id=new_destination_id(), account_id=account_id, name=dest.name, type=dest.type,
-                enabled=dest.enabled, params=non_secret, secrets=self.box.encrypt(secret),
-                version=1, created_at=now, updated_at=now,
+                id=new_destination_id(),
+                account_id=account_id,
+                name=dest.name,
+                type=dest.type,
+                enabled=dest.enabled,
+                params=non_secret,
+                secrets=self.box.encrypt(secret),
+                version=1,
+                created_at=now,
+                updated_at=now,
                 last_verified_at=utcnow() if verified else None,
             )
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 # Lock the account row so concurrent creates cannot both slip under the limit
                 # (PostgreSQL; SQLite serialises writers anyway).
-                session.scalar(select(Account.id).where(Account.id == account_id)
-                               .with_for_update())
+                session.scalar(select(Account.id).where(Account.id == account_id).with_for_update())
                 self._check_limit(session, account_id)
                 session.add(row)
             return row
 
-        row = self._verify_then_commit(None, new, commit)
+        row = self._verify_then_commit(None, new, commit, account_id)
         return self._present(row)
 
     def list(self, account_id: int, query: Mapping[str, str]) -> dict[str, Any]:
@@ -118,10 +174,10 @@ class DestinationService:
         if "page" in query:
             try:
                 page = int(query["page"])
-                if page < 1:
+                if not 1 <= page <= MAX_PAGE:
                     raise ValueError
             except ValueError:
-                errors["page"] = "must be a whole number from 1"
+                errors["page"] = f"must be a whole number from 1 to {MAX_PAGE}"
         sort_by = query.get("sort_by") or None
         if sort_by is not None and sort_by not in SORT_COLUMNS:
             errors["sort_by"] = "must be name or type"
@@ -135,8 +191,7 @@ class DestinationService:
         matching = [mine]
         term = query.get("search_term", "").strip()
         if term:
-            matching.append(func.lower(DestinationRow.name).contains(term.lower(),
-                                                                      autoescape=True))
+            matching.append(func.lower(DestinationRow.name).contains(term.lower(), autoescape=True))
         order: list[ColumnElement[Any] | InstrumentedAttribute[Any]]
         if sort_by is None:
             order = [DestinationRow.created_at, DestinationRow.id]
@@ -146,10 +201,14 @@ class DestinationService:
             order = [column.desc() for column in order]
         with Session(self.engine) as session:
             used = session.scalar(select(func.count()).where(mine)) or 0
-            total = session.scalar(select(func.count()).where(*matching)) or 0
+            # Without a search term every destination of the account matches: no second count.
+            total = (session.scalar(select(func.count()).where(*matching)) or 0) if term else used
             rows = session.scalars(
-                select(DestinationRow).where(*matching).order_by(*order)
-                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
+                select(DestinationRow)
+                .where(*matching)
+                .order_by(*order)
+                .offset((page - 1) * PAGE_SIZE)
+                .limit(PAGE_SIZE)
             ).all()
         limit = self.settings.max_destinations
         return {
@@ -167,14 +226,18 @@ class DestinationService:
     def update(
         self, account_id: int, destination_id: str, changes: dict[str, Any]
     ) -> dict[str, Any]:
+        _check_lengths(changes)
         with Session(self.engine) as session:
             row = self._load(session, account_id, destination_id)
         if changes.get("id", destination_id) != destination_id:
             raise ApiError.invalid({"id": "cannot be changed"})
         changes.pop("id", None)
         stored = {
-            **row.params, **self.box.decrypt(row.secrets),
-            "name": row.name, "type": row.type, "enabled": row.enabled,
+            **row.params,
+            **self.box.decrypt(row.secrets),
+            "name": row.name,
+            "type": row.type,
+            "enabled": row.enabled,
         }
         changes = self._resolve_local(changes, changes.get("type", row.type))
         old: Destination | None
@@ -194,16 +257,23 @@ class DestinationService:
         def commit(dest: Destination) -> DestinationRow:
             non_secret, secret = self._split(dest)
             values = {
-                "name": dest.name, "type": dest.type, "enabled": dest.enabled,
-                "params": non_secret, "secrets": self.box.encrypt(secret),
-                "version": row.version + 1, "updated_at": utcnow(),
+                "name": dest.name,
+                "type": dest.type,
+                "enabled": dest.enabled,
+                "params": non_secret,
+                "secrets": self.box.encrypt(secret),
+                "version": row.version + 1,
+                "updated_at": utcnow(),
                 "last_verified_at": utcnow() if verified else row.last_verified_at,
             }
             with Session(self.engine) as session, session.begin():
                 result = session.execute(
                     update(DestinationRow)
-                    .where(DestinationRow.id == row.id, DestinationRow.account_id == account_id,
-                           DestinationRow.version == row.version)
+                    .where(
+                        DestinationRow.id == row.id,
+                        DestinationRow.account_id == account_id,
+                        DestinationRow.version == row.version,
+                    )
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
@@ -218,14 +288,13 @@ class DestinationService:
                 setattr(row, key, value)
             return row
 
-        return self._present(self._verify_then_commit(old, new, commit))
+        return self._present(self._verify_then_commit(old, new, commit, account_id))
 
     def delete(self, account_id: int, destination_id: str) -> None:
         with Session(self.engine) as session, session.begin():
             result = session.execute(
                 sql_delete(DestinationRow)
-                .where(DestinationRow.id == destination_id,
-                       DestinationRow.account_id == account_id)
+                .where(DestinationRow.id == destination_id, DestinationRow.account_id == account_id)
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -236,17 +305,18 @@ class DestinationService:
     def _load(self, session: Session, account_id: int, destination_id: str) -> DestinationRow:
         # Another account's destination is "not found" too: ids reveal nothing.
         row = session.scalar(
-            select(DestinationRow).where(DestinationRow.id == destination_id,
-                                         DestinationRow.account_id == account_id)
+            select(DestinationRow).where(
+                DestinationRow.id == destination_id, DestinationRow.account_id == account_id
+            )
         )
         if row is None:
             raise ApiError(404, NOT_FOUND)
         return row
 
     def _check_limit(self, session: Session, account_id: int) -> None:
-        used = session.scalar(
-            select(func.count()).where(DestinationRow.account_id == account_id)
-        ) or 0
+        used = (
+            session.scalar(select(func.count()).where(DestinationRow.account_id == account_id)) or 0
+        )
         limit = self.settings.max_destinations
         if used >= limit:
             raise ApiError(
@@ -268,8 +338,10 @@ class DestinationService:
         except PluginLoadError as exc:
             log.error("%s", exc)
             raise ApiError.invalid(
-                {"type": "this destination type is installed but cannot be loaded on this "
-                         "server right now; ask the operator"}
+                {
+                    "type": "this destination type is installed but cannot be loaded on this "
+                    "server right now; ask the operator"
+                }
             ) from exc
         if destination.type == LOCAL and self.settings.local_root is None:
             raise ApiError.invalid({"type": self._not_offered()})
@@ -300,22 +372,37 @@ class DestinationService:
         directory = Path(os.path.realpath(getattr(destination.settings, LOCAL_DIRECTORY)))
         if not directory.is_relative_to(root):
             raise ApiError.invalid(
-                {LOCAL_DIRECTORY: "must be a directory inside this server's local root "
-                                  "(give a path relative to it)"}
+                {
+                    LOCAL_DIRECTORY: "must be a directory inside this server's local root "
+                    "(give a path relative to it)"
+                }
             )
 
-    def _verify_then_commit(self, old: Destination | None, new: Destination,
-                            commit: Any) -> DestinationRow:
+    def _verify_then_commit(
+        self, old: Destination | None, new: Destination, commit: Any, account_id: int
+    ) -> DestinationRow:
+        if needs_verification(old, new):
+            wait = self.verifications.take(account_id)
+            if wait > 0:
+                retry_after = max(1, math.ceil(wait))
+                raise ApiError(
+                    429,
+                    f"Too many verification attempts: at most "
+                    f"{self.settings.verifications_per_minute} a minute per account; retry "
+                    f"in {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                )
         try:
-            committed = verify_then_commit(old, new, commit,
-                                           timeout=self.settings.verify_timeout)
+            committed = verify_then_commit(old, new, commit, timeout=self.settings.verify_timeout)
         except VerificationFailed as exc:
-            extra: dict[str, Any] = {"connectivity_problem": True, "step": exc.step,
-                                     "code": exc.code}
+            extra: dict[str, Any] = {
+                "connectivity_problem": True,
+                "step": exc.step,
+                "code": exc.code,
+            }
             if exc.provider_code:
                 extra["provider_code"] = exc.provider_code
-            raise ApiError(400, f"Destination verification failed: {exc.message}",
-                           **extra) from exc
+            raise ApiError(400, f"Destination verification failed: {exc.message}", **extra) from exc
         except IntegrityError as exc:  # the account was deleted meanwhile
             raise ApiError(401, "Supplied api_key is not valid") from exc
         row: DestinationRow = committed.value
@@ -339,8 +426,12 @@ class DestinationService:
             masked, secret = set(dtype.masked_fields), dtype.secret_fields
         except (InvalidDestination, PluginLoadError):
             masked, secret = set(), frozenset()
-        out: dict[str, Any] = {"id": row.id, "name": row.name, "type": row.type,
-                               "enabled": row.enabled}
+        out: dict[str, Any] = {
+            "id": row.id,
+            "name": row.name,
+            "type": row.type,
+            "enabled": row.enabled,
+        }
         for key, value in row.params.items():
             if key in secret:
                 continue
@@ -355,13 +446,36 @@ class DestinationService:
         return out
 
 
+def _check_lengths(params: Mapping[str, Any]) -> None:
+    errors: dict[str, str] = {}
+    for key, value in params.items():
+        if not isinstance(key, str) or len(key) > MAX_FIELD_NAME_CHARS:
+            raise ApiError.invalid(
+                {"fields": f"field names must be at most {MAX_FIELD_NAME_CHARS} characters"}
+            )
+        if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+            errors[key] = f"must be at most {MAX_FIELD_CHARS} characters"
+        elif isinstance(value, str) and "\x00" in value:
+            errors[key] = "must not contain NUL characters"
+        elif not isinstance(value, str | bool | int | float | type(None)):
+            errors[key] = "must be a string, number, boolean or null"
+    if errors:
+        raise ApiError.invalid(errors)
+
+
 def _mask(value: str) -> str:
     return "****" + value[-4:] if len(value) > 4 else "****"
 
 
 def _relative_to(value: str, root: Path) -> str:
-    path = Path(value)
-    return str(path.relative_to(root)) if path.is_relative_to(root) else value
+    # Plain string work: both sides are real, absolute paths (resolved when saved), and this
+    # runs for every local row of every listing.
+    base = str(root)
+    if value == base:
+        return "."
+    if value.startswith(base.rstrip(os.sep) + os.sep):
+        return value[len(base.rstrip(os.sep)) + 1 :]
+    return value
 
 
 def _iso(moment: datetime | None) -> str | None:

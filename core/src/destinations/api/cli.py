@@ -81,7 +81,7 @@ def _log_config() -> dict[str, Any]:
 
 @click.group()
 def keys() -> None:
-    """Manage API keys (one account per key)."""
+    """Manage API keys (one account per key) and the encryption of stored secrets."""
 
 
 @keys.command("create")
@@ -94,3 +94,33 @@ def create_key(name: str, database_url: str) -> None:
     api_key = create_api_key(name, database_url=database_url)
     click.echo(f"Created account {name!r}. Its API key is shown only this once:")
     click.echo(api_key)
+
+
+@keys.command("rotate-encryption")
+@_database_url
+def rotate_encryption(database_url: str) -> None:
+    """Re-encrypt every stored secret with the newest encryption key.
+
+    Put a new key first in DESTINATIONS_ENCRYPTION_KEYS (or the key file beside a SQLite
+    database), keeping the old ones after it, and restart every replica; then run this.
+    When it reports every row rotated, the old keys can be removed.
+    """
+    from ._crypto import load_secret_box
+    from ._db import make_engine, rotate_secrets, upgrade
+
+    try:
+        box = load_secret_box(None, database_url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    engine = make_engine(database_url)
+    try:
+        upgrade(engine)
+        rotated, failed = rotate_secrets(engine, box)
+    finally:
+        engine.dispose()
+    click.echo(f"re-encrypted {rotated} destination(s) with the newest key")
+    if failed:
+        raise click.ClickException(
+            f"{failed} destination(s) could not be decrypted with any configured key "
+            "(left unchanged); add the key they were encrypted with and run this again"
+        )

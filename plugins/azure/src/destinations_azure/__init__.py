@@ -34,6 +34,9 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from urllib3.util.retry import Retry
+
 from destinations.plugin import (
     DestinationType,
     InvalidDestination,
@@ -42,13 +45,13 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
+    find_refusal,
     hookimpl,
     open_source,
     source_size,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+
+from ._guard import GuardedAdapter
 
 __all__ = ["AzureFields", "AzureStore", "destinations_register_types"]
 
@@ -154,18 +157,20 @@ class AzureFields(BaseModel):
         return self.azure_endpoint or f"https://{self.azure_account_name}.blob.core.windows.net"
 
 
-class _PooledAdapter(HTTPAdapter):
-    """A requests adapter with azure-core's settings: no urllib3 retries, 64 KiB sends."""
+class _PooledAdapter(GuardedAdapter):
+    """A guarded requests adapter with azure-core's settings: no urllib3 retries, 64 KiB
+    sends."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("blocksize", 64 * 1024)
         super().init_poolmanager(*args, **kwargs)
 
 
-def _transport(options: StoreOptions) -> RequestsTransport:
+def _transport(options: StoreOptions, guard_label: str) -> RequestsTransport:
     session = requests.Session()
     # The SDK's retry policy is the only one; urllib3 must not retry underneath it.
     adapter = _PooledAdapter(
+        guard_label=guard_label,
         pool_connections=1,
         pool_maxsize=max(1, options.max_connections),
         max_retries=Retry(total=False, redirect=False, raise_on_status=False),
@@ -211,7 +216,9 @@ class AzureStore(Store):
                 "account_name": fields.azure_account_name,
                 "account_key": fields.azure_account_key.get_secret_value(),
             },
-            transport=_transport(options),
+            transport=_transport(
+                options, "azure_endpoint" if fields.azure_endpoint else "the Azure blob endpoint"
+            ),
             retry_policy=_retry_policy(options.retries),
             # Put Blob up to threshold - 1 bytes; blocks from the threshold on.
             max_single_put_size=max(0, options.multipart_threshold - 1),
@@ -265,6 +272,10 @@ class _ErrorMapper:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, AzureError):
             raise map_error(exc, self.fields) from exc
+        if exc is not None and not isinstance(exc, StoreError):
+            refusal = find_refusal(exc)
+            if refusal is not None:
+                raise refusal from exc
 
 
 def _error_code(exc: HttpResponseError) -> str | None:
@@ -336,6 +347,9 @@ _DENIED = frozenset(
 def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
     """The :class:`StoreError` for an SDK exception. Messages come from codes and field
     values only, never from the exception's text."""
+    refusal = find_refusal(exc)
+    if refusal is not None:
+        return refusal
     account = fields.azure_account_name
     container = fields.azure_container_name
     where = f"container {container!r} in storage account {account!r}"

@@ -18,14 +18,22 @@ import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
 from google.auth.transport.requests import AuthorizedSession
+from google.auth.transport.requests import Request as AuthRequest
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.oauth2 import service_account
-from requests.adapters import HTTPAdapter
 
-from destinations.plugin import Source, Store, StoreError, StoreOptions, open_source
+from destinations.plugin import (
+    Source,
+    Store,
+    StoreError,
+    StoreOptions,
+    find_refusal,
+    open_source,
+)
 
 from . import DEFAULT_ENDPOINT
+from ._guard import GuardedAdapter
 
 __all__ = ["GcsJsonStore", "chunk_size_for"]
 
@@ -133,11 +141,25 @@ class GcsJsonStore(Store):
                 "file exactly as downloaded",
                 provider_code=type(exc).__name__,
             ) from None
-        self._http = AuthorizedSession(  # type: ignore[no-untyped-call]
-            credentials, refresh_timeout=options.timeout
+        # token_uri comes from the user's key file: its session is guarded as well.
+        self._token_session = token_session = requests.Session()
+        token_adapter = GuardedAdapter(
+            guard_label="token_uri in gcs_service_account_json", max_retries=0
         )
-        adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=options.max_connections, max_retries=0
+        token_session.mount("https://", token_adapter)
+        token_session.mount("http://", token_adapter)
+        self._http = AuthorizedSession(  # type: ignore[no-untyped-call]
+            credentials,
+            refresh_timeout=options.timeout,
+            auth_request=AuthRequest(session=token_session),  # type: ignore[no-untyped-call]
+        )
+        adapter = GuardedAdapter(
+            guard_label="the Google Cloud Storage endpoint"
+            if self.endpoint == DEFAULT_ENDPOINT
+            else "gcs_endpoint",
+            pool_connections=1,
+            pool_maxsize=options.max_connections,
+            max_retries=0,
         )
         self._http.mount("https://", adapter)
         self._http.mount("http://", adapter)
@@ -182,15 +204,20 @@ class GcsJsonStore(Store):
                 if size is not None and size < self.options.multipart_threshold:
                     body = _read_exactly(stream, size)
                     blob.upload_from_file(
-                        io.BytesIO(body), size=size, content_type=content_type,
-                        timeout=self._timeout, retry=self._retry(),
+                        io.BytesIO(body),
+                        size=size,
+                        content_type=content_type,
+                        timeout=self._timeout,
+                        retry=self._retry(),
                     )
                 else:
                     big = size is not None and size > _SINGLE_REQUEST_MAX
                     blob.upload_from_file(
                         io.BufferedReader(_FromHere(stream), buffer_size=_CHUNK_QUANTUM),
-                        size=size if big else None, content_type=content_type,
-                        timeout=self._timeout, retry=self._retry(),
+                        size=size if big else None,
+                        content_type=content_type,
+                        timeout=self._timeout,
+                        retry=self._retry(),
                     )
         except StoreError:
             raise
@@ -207,9 +234,13 @@ class GcsJsonStore(Store):
 
     def close(self) -> None:
         self._client.close()
+        self._token_session.close()
 
     def _error(self, exc: Exception, op: str) -> StoreError:
         """Messages are built from status codes and field names, never from ``str(exc)``."""
+        refusal = find_refusal(exc)
+        if refusal is not None:
+            return refusal
         if isinstance(exc, api_exceptions.RetryError) and isinstance(exc.cause, Exception):
             exc = exc.cause
         where = f"Google Cloud Storage at {self.endpoint}"
@@ -357,4 +388,3 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
             provider_code="IncompleteBody",
         )
     return b"".join(chunks)
-

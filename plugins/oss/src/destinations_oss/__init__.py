@@ -24,6 +24,7 @@ Anything later (a 5xx, a reset mid-body, a read timeout) is raised for core's re
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import socket
@@ -36,7 +37,9 @@ import oss2  # type: ignore[import-untyped]
 import oss2.exceptions  # type: ignore[import-untyped]
 import oss2.models  # type: ignore[import-untyped]
 import requests
-import requests.adapters
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from urllib3.util.retry import Retry
+
 from destinations.plugin import (
     DestinationType,
     InvalidDestination,
@@ -46,11 +49,12 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
+    find_refusal,
     hookimpl,
     open_source,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from urllib3.util.retry import Retry
+
+from ._guard import GuardedAdapter
 
 __all__ = [
     "REGIONS",
@@ -213,11 +217,19 @@ class OssFields(BaseModel):
             problem = "must not contain a user name or password"
         elif parts.path not in ("", "/") or parts.query or parts.fragment:
             problem = "must be scheme://host[:port] with no path, query or fragment"
-        elif not _HOST_RE.fullmatch(parts.hostname) and not parts.hostname.startswith("["):
+        elif not _HOST_RE.fullmatch(parts.hostname) and not _is_ip_literal(parts.hostname):
             problem = "has an invalid host name"
         else:
             return f"{parts.scheme}://{parts.netloc}"
         raise InvalidDestination({"oss_endpoint": problem})
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _ShortSourceError(Exception):
@@ -292,8 +304,9 @@ class OssStore(Store):
         retry = Retry(total=retries, connect=retries, read=False, status=0, other=0,
                       redirect=0, backoff_factor=0, raise_on_status=False)
         pool = max(1, options.max_connections)
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=pool, pool_maxsize=pool, max_retries=retry
+        adapter = GuardedAdapter(
+            guard_label="oss_endpoint" if fields.oss_endpoint else "the OSS endpoint",
+            pool_connections=pool, pool_maxsize=pool, max_retries=retry,
         )
         self._session = oss2.Session(adapter=adapter)
         auth = oss2.AuthV4(fields.oss_access_key, fields.oss_secret_key.get_secret_value())
@@ -388,6 +401,9 @@ class OssStore(Store):
 
     # -- errors -------------------------------------------------------------------------------
     def _error(self, exc: BaseException) -> StoreError:
+        refusal = find_refusal(exc)
+        if refusal is not None:
+            return refusal
         return map_error(exc, bucket=self.bucket_name, region_id=self.region_id, host=self.host)
 
 

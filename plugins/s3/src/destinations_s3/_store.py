@@ -38,8 +38,11 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
+    find_refusal,
     open_source,
 )
+
+from ._guard import guard_client
 
 __all__ = ["AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"]
 
@@ -171,6 +174,7 @@ class S3ProtocolStore(Store):
                 endpoint_url=endpoint_url,
                 config=config,
             )
+        guard_client(self._client, self.labels.endpoint or f"the {self.labels.provider} endpoint")
         self.endpoint: str = self._client.meta.endpoint_url
         events = self._client.meta.events
         events.register("before-endpoint-resolution.s3", self._apply_region_hint)
@@ -199,9 +203,7 @@ class S3ProtocolStore(Store):
                 # (seekable or not) is read one part at a time. Never the whole file.
                 fileobj = os.fspath(source) if isinstance(source, str | os.PathLike) else source
                 with create_transfer_manager(self._client, self._transfer_config) as manager:
-                    manager.upload(
-                        fileobj, self.bucket, key, extra_args=extra or None
-                    ).result()
+                    manager.upload(fileobj, self.bucket, key, extra_args=extra or None).result()
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
 
@@ -261,6 +263,9 @@ class S3ProtocolStore(Store):
     def _error(self, exc: Exception) -> StoreError:
         """Map a boto error to a StoreError. Messages are built from codes and field names;
         ``str(exc)`` is never used (it can echo request details)."""
+        refusal = find_refusal(exc)
+        if refusal is not None:
+            return refusal
         lab = self.labels
         where = f"{lab.provider} at {self.endpoint}"
         if isinstance(exc, ClientError):
@@ -336,14 +341,20 @@ class S3ProtocolStore(Store):
                 f"bucket {self.bucket!r} is not in region {self.region!r} and {lab.provider} "
                 "did not say which region it is in"
             )
-            fix = f"set {lab.region} to the bucket's region" if lab.region else (
-                "check that the bucket is in a standard AWS region (not China or GovCloud)"
+            fix = (
+                f"set {lab.region} to the bucket's region"
+                if lab.region
+                else ("check that the bucket is in a standard AWS region (not China or GovCloud)")
             )
         else:
             head = f"bucket {self.bucket!r} is in region {region!r}, not {self.region!r}"
-            fix = f"set {lab.region} to {region!r}" if lab.region else (
-                "the request could not be redirected there; check that the bucket is in a "
-                "standard AWS region (not China or GovCloud)"
+            fix = (
+                f"set {lab.region} to {region!r}"
+                if lab.region
+                else (
+                    "the request could not be redirected there; check that the bucket is in a "
+                    "standard AWS region (not China or GovCloud)"
+                )
             )
         return f"{head}: {fix}"
 

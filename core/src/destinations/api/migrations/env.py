@@ -4,8 +4,9 @@ over (the app migrates itself on start), or on ``sqlalchemy.url`` for the alembi
 from __future__ import annotations
 
 from alembic import context
-from destinations.api._db import Base
 from sqlalchemy import engine_from_config, pool
+
+from destinations.api._db import Base
 
 config = context.config
 target_metadata = Base.metadata
