@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from ._deliver import DestinationStatus, ResultSet
+    from ._spec import Destination
     from .plugin import DestinationType
 
 hookspec = pluggy.HookspecMarker("destinations")
@@ -57,4 +59,37 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
         Registering a name another plugin already registered raises ``ValueError``.
 
     Historic: a plugin registered late (they load lazily) is still called.
+    """
+
+
+@hookspec
+def destinations_file_delivered(
+    result_set: ResultSet, destination: Destination, key: str, size: int
+) -> None:
+    """Observe one file of a result set written to one destination (not the manifest).
+
+    :param result_set: the :class:`destinations.ResultSet` being delivered.
+    :param destination: where the file went.
+    :param key: the object key it was written to.
+    :param size: its size in bytes.
+
+    Called from :func:`destinations.deliver`'s worker threads, once per file and destination,
+    right after the put returned: keep it quick and thread-safe (e.g. a progress counter).
+    An exception is logged by type and ignored; it never fails the delivery.
+    """
+
+
+@hookspec
+def destinations_delivery_finished(result_set: ResultSet, status: DestinationStatus) -> None:
+    """Observe one destination's outcome: webhooks, metrics, ``destination_status`` records.
+
+    :param result_set: the :class:`destinations.ResultSet` being delivered.
+    :param status: the destination's final :class:`destinations.DestinationStatus`
+        (``success``, ``failed`` or ``skipped``); ``status.to_dict()`` is the seed's
+        ``destination_status`` record.
+
+    Called once per destination given to :func:`destinations.deliver`, as soon as that
+    destination is finished (from a worker thread; skipped ones after the others), before
+    ``deliver`` returns. An exception is logged by type and ignored; it never fails the
+    delivery, though pluggy skips the observers after the one that raised for that call.
     """
