@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -57,7 +57,8 @@ def open_store(destination: Destination, options: StoreOptions | None = None) ->
 
 def probe_key_for(destination: Destination) -> str:
     """A fresh probe key: literal template text before the first token + a unique name."""
-    return f"{destination.template.probe_prefix}destinations-verify-{uuid.uuid4().hex}.txt"
+    # 32 random hex digits, as uuid4().hex gave, without building a UUID object.
+    return f"{destination.template.probe_prefix}destinations-verify-{os.urandom(16).hex()}.txt"
 
 
 def _store_failure(
@@ -101,21 +102,22 @@ def verify(
     by ``timeout`` seconds.
     """
     probe_key = probe_key_for(destination)
-    options = replace(options or StoreOptions(), timeout=timeout, retries=0)
+    if options is None:
+        options = StoreOptions(timeout=timeout, retries=0)
+    else:
+        options = replace(options, timeout=timeout, retries=0)
     state: dict[str, object] = {"step": "put"}
-    done = threading.Event()
 
     def run() -> None:
         try:
             state["report"] = _verify_steps(destination, probe_key, options, state)
         except BaseException as exc:  # handed to the calling thread below
             state["error"] = exc
-        finally:
-            done.set()
 
     worker = threading.Thread(target=run, name="destinations-verify", daemon=True)
     worker.start()
-    if not done.wait(timeout):
+    worker.join(timeout)
+    if worker.is_alive():
         step = str(state["step"])
         where = f"; a probe object may have been left at {probe_key!r}" if step == "delete" else ""
         raise VerificationFailed(
