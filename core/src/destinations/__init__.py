@@ -9,9 +9,18 @@ from typing import TYPE_CHECKING, Any
 from ._plugins import available_types
 
 if TYPE_CHECKING:
+    from ._deliver import (
+        DeliveryReport,
+        DestinationStatus,
+        ResultFile,
+        ResultSet,
+        RetryPolicy,
+        deliver,
+    )
     from ._errors import (
         CODES,
         DestinationsError,
+        EndpointNotAllowed,
         InvalidDestination,
         InvalidTemplate,
         ObjectKeyTooLong,
@@ -37,8 +46,15 @@ if TYPE_CHECKING:
 # Names resolved on first access, so `import destinations; available_types()` stays cheap:
 # pydantic and pluggy load only when a destination is parsed or a type is used.
 _LAZY = {
+    "DeliveryReport": "_deliver",
+    "DestinationStatus": "_deliver",
+    "ResultFile": "_deliver",
+    "ResultSet": "_deliver",
+    "RetryPolicy": "_deliver",
+    "deliver": "_deliver",
     "CODES": "_errors",
     "DestinationsError": "_errors",
+    "EndpointNotAllowed": "_errors",
     "InvalidDestination": "_errors",
     "InvalidTemplate": "_errors",
     "ObjectKeyTooLong": "_errors",
@@ -91,14 +107,20 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
 __all__ = [
     "CODES",
     "Committed",
+    "DeliveryReport",
     "Destination",
+    "DestinationStatus",
     "DestinationType",
     "DestinationsError",
+    "EndpointNotAllowed",
     "InvalidDestination",
     "InvalidTemplate",
     "ObjectKeyTooLong",
     "PathTemplate",
     "PluginLoadError",
+    "ResultFile",
+    "ResultSet",
+    "RetryPolicy",
     "Store",
     "StoreError",
     "StoreOptions",
@@ -106,6 +128,7 @@ __all__ = [
     "VerificationFailed",
     "VerificationReport",
     "available_types",
+    "deliver",
     "expand_prefix",
     "get_type",
     "hookimpl",

@@ -127,6 +127,178 @@ def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> No
         click.echo(f"warning: {warning}", err=True)
 
 
+@main.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True)
+)
+@click.option("--collection-id", required=True, help="The result set's collection id.")
+@click.option("--collection-name", required=True, help="The result set's collection name.")
+@click.option("--result-set-id", required=True, help="The result set's id.")
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A field of one destination given inline, e.g. -p type=local -p local_directory=out.",
+)
+@click.option("--json", "json_file", metavar="FILE", help="One destination as JSON (- = stdin).")
+@click.option(
+    "--destination",
+    "-d",
+    "destination_ids",
+    multiple=True,
+    metavar="ID",
+    help="A destination stored by the HTTP API, by id (repeatable; needs the api extra).",
+)
+@click.option(
+    "--database-url",
+    envvar="DESTINATIONS_DATABASE_URL",
+    help="The HTTP API's database, for --destination (env DESTINATIONS_DATABASE_URL).",
+)
+@click.option(
+    "--concurrency",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Uploads in flight at once, across destinations and files.",
+)
+def deliver(
+    files: tuple[str, ...],
+    collection_id: str,
+    collection_name: str,
+    result_set_id: str,
+    params: tuple[str, ...],
+    json_file: str | None,
+    destination_ids: tuple[str, ...],
+    database_url: str | None,
+    concurrency: int,
+) -> None:
+    """Upload FILE... as one result set to each destination given.
+
+    Exit 0 if every enabled destination succeeded, 1 if any failed, 2 on bad input.
+    """
+    from ._deliver import ResultFile, ResultSet
+    from ._deliver import deliver as deliver_result_set
+
+    if (bool(params) or json_file is not None) == bool(destination_ids):
+        raise click.UsageError(
+            "give one destination with --param KEY=VALUE or --json FILE, or stored ones with "
+            "--destination ID (not both)"
+        )
+    if database_url and not destination_ids:
+        raise click.UsageError("--database-url goes with --destination")
+    try:
+        result_set = ResultSet(
+            collection_id,
+            collection_name,
+            result_set_id,
+            [ResultFile(Path(f).name, f) for f in files],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if destination_ids:
+        destinations = _stored_destinations(destination_ids, database_url)
+    else:
+        try:
+            destinations = [parse_destination(_load_params(params, json_file))]
+        except InvalidDestination as exc:
+            click.echo("invalid destination:", err=True)
+            for field, message in exc.errors.items():
+                click.echo(f"  {field}: {message}", err=True)
+            sys.exit(2)
+        except DestinationsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    enabled = sum(1 for d in destinations if d.enabled)
+    if sys.stdout.isatty() and enabled:
+        total = sum(Path(f).stat().st_size for f in files) * enabled
+        with click.progressbar(length=total, label="delivering", show_percent=True) as bar:
+            progress = _progress_plugin(bar, len(files) * enabled)
+            from ._plugins import host
+
+            host().register_plugin(progress)
+            try:
+                report = deliver_result_set(result_set, destinations, concurrency=concurrency)
+            finally:
+                host().pm.unregister(progress)
+    else:
+        report = deliver_result_set(result_set, destinations, concurrency=concurrency)
+
+    for status in report:
+        d = status.destination
+        who = f"{d.type} {d.name!r}" + (f" ({d.id})" if d.id else "")
+        if status.status == "success":
+            click.echo(
+                f"success  {who}: {len(status.keys)} object(s), {status.bytes} bytes in "
+                f"{status.seconds:.2f} s"
+            )
+        elif status.status == "skipped":
+            click.echo(f"skipped  {who}: disabled")
+        else:
+            error = status.error
+            assert error is not None
+            where = f" of {error.key!r}" if error.key else ""
+            provider = f", {error.provider_code}" if error.provider_code else ""
+            click.echo(
+                f"failed   {who} at {error.step}{where} ({error.code}{provider}): "
+                f"{error.message}; {len(status.keys)} object(s) were written"
+            )
+    sys.exit(0 if report.ok else 1)
+
+
+def _progress_plugin(bar: Any, files: int) -> object:
+    """An observer moving the progress bar as files land (from delivery's worker threads)."""
+    import threading
+
+    from .plugin import hookimpl
+
+    lock = threading.Lock()
+    done = [0]
+
+    class Progress:
+        @hookimpl
+        def destinations_file_delivered(self, size: int) -> None:
+            with lock:
+                done[0] += 1
+                bar.label = f"{done[0]}/{files} files"
+                bar.update(size)
+
+    return Progress()
+
+
+def _stored_destinations(ids: tuple[str, ...], database_url: str | None) -> list[Any]:
+    import importlib
+
+    try:
+        # By name, so neither this module nor its type check pulls in the api extra.
+        app = importlib.import_module("destinations.api._app")
+        loader = importlib.import_module("destinations.api._load")
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            f"--destination needs the HTTP API extra ({exc.name} is missing): "
+            "pip install 'destinations[api]'"
+        ) from exc
+    url = database_url or app.DEFAULT_DATABASE_URL
+    out = []
+    for destination_id in ids:
+        try:
+            out.append(loader.load_destination(url, destination_id))
+        except loader.DestinationNotFound as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except InvalidDestination as exc:
+            click.echo(f"stored destination {destination_id!r} is no longer valid:", err=True)
+            for field, message in exc.errors.items():
+                click.echo(f"  {field}: {message}", err=True)
+            sys.exit(2)
+        except RuntimeError as exc:  # secrets that do not decrypt; the message names no secret
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    return out
+
+
 class _LazyCommand(click.Command):
     """A subcommand imported only when it runs, so `destinations types` never imports the
     HTTP API's web and database libraries (an optional extra)."""
@@ -160,3 +332,26 @@ class _LazyCommand(click.Command):
 
 main.add_command(_LazyCommand("serve", "destinations.api.cli:serve", "Run the HTTP API."))
 main.add_command(_LazyCommand("keys", "destinations.api.cli:keys", "Manage API keys."))
+
+
+from ._bench import bench  # noqa: E402
+
+main.add_command(bench)
+
+
+class _LazyWorkerCommand(_LazyCommand):
+    def _target(self) -> click.Command:
+        try:
+            return super()._target()
+        except click.ClickException as exc:
+            raise click.ClickException(
+                "`destinations worker` needs the scale-out extra: "
+                "pip install 'destinations[celery]'"
+            ) from exc
+
+
+main.add_command(
+    _LazyWorkerCommand(
+        "worker", "destinations.celery.cli:worker", "Run a Celery worker for delivery tasks."
+    )
+)
