@@ -50,8 +50,7 @@ from destinations.plugin import (
     open_source,
     source_size,
 )
-
-from ._guard import GuardedAdapter
+from destinations.requests_guard import GuardedAdapter
 
 __all__ = ["AzureFields", "AzureStore", "destinations_register_types"]
 

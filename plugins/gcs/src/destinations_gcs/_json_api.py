@@ -31,9 +31,9 @@ from destinations.plugin import (
     find_refusal,
     open_source,
 )
+from destinations.requests_guard import GuardedAdapter
 
 from . import DEFAULT_ENDPOINT
-from ._guard import GuardedAdapter
 
 __all__ = ["GcsJsonStore", "chunk_size_for"]
 
@@ -151,7 +151,7 @@ class GcsJsonStore(Store):
         self._http = AuthorizedSession(  # type: ignore[no-untyped-call]
             credentials,
             refresh_timeout=options.timeout,
-            auth_request=AuthRequest(session=token_session),  # type: ignore[no-untyped-call]
+            auth_request=AuthRequest(session=token_session),
         )
         adapter = GuardedAdapter(
             guard_label="the Google Cloud Storage endpoint"

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
 
-import oss2  # type: ignore[import-untyped]
-import oss2.exceptions  # type: ignore[import-untyped]
-import oss2.models  # type: ignore[import-untyped]
+import oss2
+import oss2.exceptions
+import oss2.models
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from urllib3.util.retry import Retry
@@ -53,8 +53,7 @@ from destinations.plugin import (
     hookimpl,
     open_source,
 )
-
-from ._guard import GuardedAdapter
+from destinations.requests_guard import GuardedAdapter
 
 __all__ = [
     "REGIONS",
