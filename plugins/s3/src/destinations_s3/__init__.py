@@ -11,11 +11,14 @@ addressing and checksums only where required, which is what most other providers
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from destinations.plugin import DestinationType, StoreOptions, hookimpl
 
 from ._fields import S3CompatibleFields, S3Fields
-from ._store import AddressingStyle, ChecksumMode, Labels, S3ProtocolStore
+
+if TYPE_CHECKING:
+    from ._store import AddressingStyle, ChecksumMode, Labels, S3ProtocolStore
 
 __all__ = [
     "AddressingStyle",
@@ -32,8 +35,21 @@ __all__ = [
 #: AWS signs the first request for this region; a bucket elsewhere is followed to its own.
 DEFAULT_AWS_REGION = "us-east-1"
 
+# Names that live with the store: importing them imports boto3, so only on first use.
+_STORE_NAMES = frozenset({"AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STORE_NAMES:
+        from . import _store
+
+        return getattr(_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def open_s3(fields: S3Fields, options: StoreOptions) -> S3ProtocolStore:
+    from ._store import S3ProtocolStore
+
     return S3ProtocolStore(
         bucket=fields.s3_bucket_name,
         access_key_id=fields.s3_access_key_id,
@@ -45,6 +61,8 @@ def open_s3(fields: S3Fields, options: StoreOptions) -> S3ProtocolStore:
 
 
 def open_s3compatible(fields: S3CompatibleFields, options: StoreOptions) -> S3ProtocolStore:
+    from ._store import Labels, S3ProtocolStore
+
     return S3ProtocolStore(
         bucket=fields.s3_bucket_name,
         access_key_id=fields.s3_access_key_id,

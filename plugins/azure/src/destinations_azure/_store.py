@@ -1,0 +1,329 @@
+"""The ``azure`` store: azure-storage-blob over a guarded requests transport, and the
+mapping of SDK exceptions to :class:`StoreError`. Imported the first time a store is opened."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
+from urllib3.util.retry import Retry
+
+from destinations.plugin import (
+    Source,
+    Store,
+    StoreError,
+    StoreOptions,
+    find_refusal,
+    open_source,
+    source_size,
+)
+from destinations.requests_guard import GuardedAdapter
+
+from ._fields import AzureFields
+
+__all__ = ["AzureStore", "map_error"]
+
+# Per-part upload threads. Unsized streams buffer one block per thread, so this also bounds
+# memory: at most this many blocks of ``part_size`` in flight.
+_MAX_BLOCK_THREADS = 4
+
+
+class _PooledAdapter(GuardedAdapter):
+    """A guarded requests adapter with azure-core's settings: no urllib3 retries, 64 KiB
+    sends."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("blocksize", 64 * 1024)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _transport(options: StoreOptions, guard_label: str) -> RequestsTransport:
+    session = requests.Session()
+    # The SDK's retry policy is the only one; urllib3 must not retry underneath it.
+    adapter = _PooledAdapter(
+        guard_label=guard_label,
+        pool_connections=1,
+        pool_maxsize=max(1, options.max_connections),
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(
+        session=session,
+        session_owner=True,
+        connection_timeout=options.timeout,
+        read_timeout=options.timeout,
+    )
+
+
+def _retry_policy(retries: int) -> ExponentialRetry:
+    # retry_total alone is not enough: the connect/read/status budgets default to 3 each and
+    # the policy stops at whichever runs out first, so every budget is set to `retries`.
+    # Backoff 1 s, then 1 + 2^n s (±1 s jitter) instead of the SDK's 15 s start: core owns
+    # the retry policy and its deadlines.
+    n = max(0, retries)
+    return ExponentialRetry(
+        initial_backoff=1,
+        increment_base=2,
+        random_jitter_range=1,
+        retry_total=n,
+        retry_connect=n,
+        retry_read=n,
+        retry_status=n,
+    )
+
+
+class AzureStore(Store):
+    """One container client (one connection pool) per store, reused across calls."""
+
+    def __init__(self, fields: AzureFields, options: StoreOptions) -> None:
+        self.fields = fields
+        self.options = options
+        self._max_concurrency = max(1, min(options.max_connections, _MAX_BLOCK_THREADS))
+        self._container = ContainerClient(
+            fields.account_url,
+            fields.azure_container_name,
+            credential={
+                "account_name": fields.azure_account_name,
+                "account_key": fields.azure_account_key.get_secret_value(),
+            },
+            transport=_transport(
+                options, "azure_endpoint" if fields.azure_endpoint else "the Azure blob endpoint"
+            ),
+            retry_policy=_retry_policy(options.retries),
+            # Put Blob up to threshold - 1 bytes; blocks from the threshold on.
+            max_single_put_size=max(0, options.multipart_threshold - 1),
+            max_block_size=max(1, options.part_size),
+            # Seekable sources are read straight into each Put Block, not buffered whole.
+            min_large_block_upload_threshold=1,
+        )
+
+    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+        blob = self._container.get_blob_client(key)
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        with self._errors("put"), open_source(source) as stream:
+            if size is None:
+                # The SDK would size a regular file by fstat, ignoring the stream's position.
+                size = source_size(stream)
+            blob.upload_blob(
+                stream,
+                length=size,
+                blob_type="BlockBlob",
+                overwrite=True,
+                content_settings=settings,
+                max_concurrency=self._max_concurrency,
+            )
+
+    def delete(self, key: str) -> None:
+        blob = self._container.get_blob_client(key)
+        try:
+            with self._errors("delete"):
+                blob.delete_blob(delete_snapshots="include")
+        except StoreError as exc:
+            if exc.provider_code != "BlobNotFound":
+                raise
+
+    def close(self) -> None:
+        self._container.close()
+
+    def _errors(self, step: str) -> _ErrorMapper:
+        return _ErrorMapper(self.fields, step)
+
+
+class _ErrorMapper:
+    """Context manager turning SDK exceptions into :class:`StoreError` (cause chained)."""
+
+    def __init__(self, fields: AzureFields, step: str) -> None:
+        self.fields = fields
+        self.step = step
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, AzureError):
+            raise map_error(exc, self.fields) from exc
+        if exc is not None and not isinstance(exc, StoreError):
+            refusal = find_refusal(exc)
+            if refusal is not None:
+                raise refusal from exc
+
+
+def _error_code(exc: HttpResponseError) -> str | None:
+    headers = getattr(exc.response, "headers", None) or {}
+    code = headers.get("x-ms-error-code")
+    if code:
+        return str(code)
+    # Set by azure-storage's error processing, from the body when the header is missing.
+    parsed = getattr(exc, "error_code", None)
+    if parsed is None:
+        return None
+    return str(getattr(parsed, "value", parsed))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: azure ``inner_exception``, ``__cause__``, requests'
+    and urllib3's wrapped reasons."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [
+            getattr(current, "inner_exception", None),
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+            *current.args,
+        ]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def _is_tls(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, (ssl.SSLError, ssl.CertificateError, requests.exceptions.SSLError))
+        for e in _causes(exc)
+    )
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    timeouts = (
+        ServiceRequestTimeoutError,
+        ServiceResponseTimeoutError,
+        requests.exceptions.Timeout,
+        socket.timeout,
+        TimeoutError,
+    )
+    return any(isinstance(e, timeouts) for e in _causes(exc))
+
+
+_AUTH_FAILED = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo"})
+_DENIED = frozenset(
+    {
+        "AuthorizationPermissionMismatch",
+        "InsufficientAccountPermissions",
+        "AuthorizationSourceIPMismatch",
+        "AuthorizationProtocolMismatch",
+        "AuthorizationResourceTypeMismatch",
+        "AuthorizationServiceMismatch",
+        "KeyBasedAuthenticationNotPermitted",
+        "AccountIsDisabled",
+    }
+)
+
+
+def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
+    """The :class:`StoreError` for an SDK exception. Messages come from codes and field
+    values only, never from the exception's text."""
+    refusal = find_refusal(exc)
+    if refusal is not None:
+        return refusal
+    account = fields.azure_account_name
+    container = fields.azure_container_name
+    where = f"container {container!r} in storage account {account!r}"
+    if isinstance(exc, HttpResponseError) and exc.response is not None:
+        code = _error_code(exc)
+        status = exc.status_code
+        detail = str(getattr(exc, "message", "") or "").lower()
+        if code in _AUTH_FAILED or (
+            code == "AuthorizationFailure" and "failed to authenticate" in detail
+        ):
+            # Real Azure answers a bad signature with AuthenticationFailed; azurite (and
+            # Azure for a malformed header) with AuthorizationFailure "Server failed to
+            # authenticate the request". A firewall denial is AuthorizationFailure too, but
+            # says "not authorized to perform this operation".
+            return StoreError(
+                "invalid_credentials",
+                f"storage account {account!r} rejected the account key; check "
+                "azure_account_key (key1 or key2 of that account) and azure_account_name",
+                provider_code=code,
+            )
+        if code == "KeyBasedAuthenticationNotPermitted":
+            return StoreError(
+                "access_denied",
+                f"storage account {account!r} does not allow shared key access; enable "
+                "'Allow storage account key access' on the account",
+                provider_code=code,
+            )
+        if code in _DENIED or code == "AuthorizationFailure" or (code is None and status == 403):
+            return StoreError(
+                "access_denied",
+                f"not allowed to write to {where}; check the account's firewall and network "
+                "rules allow this service, and that the key may create and delete blobs",
+                provider_code=code or "403",
+            )
+        if code == "ContainerNotFound":
+            return StoreError(
+                "bucket_not_found",
+                f"{where} does not exist; create it or fix azure_container_name",
+                provider_code=code,
+            )
+        if code in ("ResourceNotFound", "AccountNotFound") or (code is None and status == 404):
+            return StoreError(
+                "bucket_not_found",
+                f"{where} was not found at the blob endpoint; check azure_account_name, "
+                "azure_container_name and azure_endpoint",
+                provider_code=code or "404",
+            )
+        return StoreError(
+            "provider_error",
+            f"Azure Blob Storage answered HTTP {status} ({code or 'no error code'}) for {where}",
+            provider_code=code or str(status),
+        )
+    if isinstance(exc, ClientAuthenticationError):
+        # Raised before sending (AzureSigningError): the key could not sign the request.
+        return StoreError(
+            "invalid_credentials",
+            "the account key cannot sign requests; check azure_account_key",
+            provider_code=type(exc).__name__,
+        )
+    if _is_timeout(exc):
+        return StoreError(
+            "timeout",
+            f"no answer from {_host(fields)} in time; check the endpoint is reachable from "
+            "this service",
+            provider_code=type(exc).__name__,
+        )
+    if _is_tls(exc):
+        return StoreError(
+            "tls_error",
+            f"TLS handshake with {_host(fields)} failed (certificate or protocol); check "
+            "azure_endpoint, or the server's certificate",
+            provider_code=type(exc).__name__,
+        )
+    if isinstance(exc, ServiceRequestError):
+        return StoreError(
+            "endpoint_unreachable",
+            f"cannot connect to {_host(fields)}; check azure_account_name"
+            + (" and azure_endpoint" if fields.azure_endpoint else "")
+            + " and that the endpoint is reachable from this service",
+            provider_code=type(exc).__name__,
+        )
+    return StoreError(
+        "provider_error",
+        f"the request to {_host(fields)} failed ({type(exc).__name__}), e.g. the connection "
+        "dropped mid-request",
+        provider_code=type(exc).__name__,
+    )
+
+
+def _host(fields: AzureFields) -> str:
+    parts = urlsplit(fields.account_url)
+    return parts.netloc or fields.account_url

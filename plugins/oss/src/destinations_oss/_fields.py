@@ -1,0 +1,175 @@
+"""The field model of the ``oss`` type, its regions and endpoint rules (pydantic only, no
+SDK)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from destinations.plugin import InvalidDestination, SecretStr
+
+__all__ = ["REGIONS", "OssFields", "default_endpoint", "signing_region"]
+
+#: The regions the Destinations API accepts for ``oss_region_id``.
+REGIONS: Final[tuple[str, ...]] = (
+    "oss-cn-hangzhou",
+    "oss-cn-shanghai",
+    "oss-cn-qingdao",
+    "oss-cn-beijing",
+    "oss-cn-zhangjiakou",
+    "oss-cn-huhehaote",
+    "oss-cn-wulanchabu",
+    "oss-cn-shenzhen",
+    "oss-cn-heyuan",
+    "oss-cn-guangzhou",
+    "oss-cn-chengdu",
+    "oss-cn-hongkong",
+    "oss-us-west-1",
+    "oss-us-east-1",
+    "oss-ap-southeast-1",
+    "oss-ap-southeast-2",
+    "oss-ap-southeast-3",
+    "oss-ap-southeast-5",
+    "oss-ap-northeast-1",
+    "oss-ap-south-1",
+    "oss-eu-central-1",
+    "oss-eu-west-1",
+    "oss-me-east-1",
+)
+
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_KEY_RE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what AccessKey pairs are made of
+_HOST_RE = re.compile(r"[A-Za-z0-9.-]{1,253}")
+
+
+def default_endpoint(region_id: str) -> str:
+    """The public endpoint of an OSS region, e.g. ``https://oss-cn-hangzhou.aliyuncs.com``."""
+    return f"https://{region_id}.aliyuncs.com"
+
+
+def signing_region(region_id: str) -> str:
+    """The region a V4 signature is scoped to: the region id without ``oss-``."""
+    return region_id.removeprefix("oss-")
+
+
+def _check_key(field: str, value: str, what: str) -> str:
+    if not value:
+        raise InvalidDestination({field: "required"})
+    if not _KEY_RE.fullmatch(value):
+        raise InvalidDestination(
+            {
+                field: f"{what} must be printable ASCII without spaces or line breaks; "
+                "paste it again without surrounding whitespace"
+            }
+        )
+    return value
+
+
+class OssFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    oss_access_key: str = Field(
+        description="AccessKey ID of a RAM user (or account) allowed oss:PutObject and "
+        "oss:DeleteObject under the path prefix; shown masked to its last four characters."
+    )
+    oss_secret_key: SecretStr = Field(
+        description="AccessKey secret paired with oss_access_key. Never shown again."
+    )
+    oss_bucket_name: str = Field(
+        description="Bucket name: 3-63 lowercase letters, digits and hyphens, starting and "
+        "ending with a letter or digit."
+    )
+    oss_region_id: str = Field(
+        description="The bucket's region as OSS names it, e.g. oss-cn-hangzhou. One of: "
+        + ", ".join(REGIONS)
+        + "."
+    )
+    oss_path_prefix: str = Field(
+        "",
+        description="Path template for object keys, e.g. results/%COLLECTION_ID%/%DATE%.",
+    )
+    oss_endpoint: str | None = Field(
+        None,
+        description="Endpoint URL overriding https://<oss_region_id>.aliyuncs.com, e.g. an "
+        "internal (VPC) endpoint. Optional.",
+    )
+
+    @field_validator("oss_access_key")
+    @classmethod
+    def _access_key(cls, value: str) -> str:
+        return _check_key("oss_access_key", value.strip(), "the AccessKey ID")
+
+    @field_validator("oss_secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr) -> SecretStr:
+        _check_key("oss_secret_key", value.get_secret_value(), "the AccessKey secret")
+        return value
+
+    @field_validator("oss_bucket_name")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        value = value.strip()
+        problem = None
+        if not value:
+            problem = "required"
+        elif not 3 <= len(value) <= 63:
+            problem = f"must be 3 to 63 characters long, not {len(value)}"
+        elif not re.fullmatch(r"[a-z0-9-]+", value):
+            problem = "may contain only lowercase letters, digits and hyphens"
+        elif not _BUCKET_RE.fullmatch(value):
+            problem = "must start and end with a lowercase letter or a digit"
+        if problem is not None:
+            shown = "" if not value else f" ({value[:70]!r})"
+            raise InvalidDestination({"oss_bucket_name": f"{problem}{shown}"})
+        return value
+
+    @field_validator("oss_region_id")
+    @classmethod
+    def _region_id(cls, value: str) -> str:
+        region = value.strip().lower()
+        if region in REGIONS:
+            return region
+        if not region:
+            problem = "required"
+        elif f"oss-{region}" in REGIONS:
+            problem = f"{value[:40]!r} needs the oss- prefix: use 'oss-{region}'"
+        else:
+            problem = f"{value[:40]!r} is not a supported OSS region"
+        raise InvalidDestination(
+            {"oss_region_id": f"{problem}; expected one of: {', '.join(REGIONS)}"}
+        )
+
+    @field_validator("oss_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+            problem = "must be a URL such as https://oss-cn-hangzhou-internal.aliyuncs.com"
+        elif parts.username is not None or parts.password is not None:
+            problem = "must not contain a user name or password"
+        elif parts.path not in ("", "/") or parts.query or parts.fragment:
+            problem = "must be scheme://host[:port] with no path, query or fragment"
+        elif not _HOST_RE.fullmatch(parts.hostname) and not _is_ip_literal(parts.hostname):
+            problem = "has an invalid host name"
+        else:
+            return f"{parts.scheme}://{parts.netloc}"
+        raise InvalidDestination({"oss_endpoint": problem})
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
