@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +19,9 @@ from typing import Any
 
 import click
 
-from ._errors import DestinationsError, InvalidDestination, VerificationFailed
-from ._spec import Destination, parse_destination
+from ._cli_common import database_url_option, load_stored, param_option, parse_or_exit
+from ._errors import VerificationFailed
+from ._spec import Destination
 from ._verify import VerificationReport, verify
 
 __all__ = ["STEPS", "BenchResult", "StepStats", "bench", "bench_verify", "percentile"]
@@ -175,10 +175,6 @@ def bench_verify(
 # -- the command line ------------------------------------------------------------------------
 
 
-class _BadInput(click.ClickException):
-    exit_code = 2
-
-
 @click.group()
 def bench() -> None:
     """Measure destinations: how long each step takes, how many requests it makes."""
@@ -190,52 +186,22 @@ def _destination(
     destination_id: str | None,
     database_url: str | None,
 ) -> Destination:
-    from .cli import _load_params
-
     if destination_id is not None:
         if params or spec_file is not None:
             raise click.UsageError("give --destination ID or --param/--spec, not both")
-        try:
-            from .api._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
-            from .api._load import DestinationNotFound, load_destination
-        except ModuleNotFoundError as exc:
-            raise _BadInput(
-                f"--destination needs the HTTP API extra ({exc.name} is missing): "
-                "pip install 'destinations[api]'"
-            ) from exc
-        url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
-        try:
-            return load_destination(url, destination_id)
-        except DestinationNotFound as exc:
-            raise click.UsageError(str(exc)) from exc
-        except RuntimeError as exc:  # secrets that do not decrypt; the message names none
-            raise _BadInput(str(exc)) from exc
-    if database_url is not None:
-        raise click.UsageError("--database-url goes with --destination ID")
+        return load_stored((destination_id,), database_url)[0]
     if not params and spec_file is None:
         raise click.UsageError(
             "give the destination with --param KEY=VALUE, --spec FILE or --destination ID"
         )
-    return parse_destination(_load_params(params, spec_file))
+    return parse_or_exit(params, spec_file, flag="--spec")
 
 
 @bench.command("verify")
-@click.option(
-    "--param",
-    "-p",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A destination field, e.g. -p type=s3 -p s3_bucket_name=my-bucket.",
-)
+@param_option
 @click.option("--spec", "spec_file", metavar="FILE", help="Destination fields as JSON (- = stdin).")
 @click.option("--destination", "destination_id", metavar="ID", help="A stored destination's id.")
-@click.option(
-    "--database-url",
-    metavar="URL",
-    help="The API's database, for --destination (default: env DESTINATIONS_DATABASE_URL, "
-    "else sqlite:///destinations.db).",
-)
+@database_url_option
 @click.option(
     "-n",
     "--cycles",
@@ -272,16 +238,7 @@ def verify_command(
 
     Exit 0 when every cycle verified, 1 when one failed (the run stops there), 2 on bad input.
     """
-    try:
-        destination = _destination(params, spec_file, destination_id, database_url)
-    except InvalidDestination as exc:
-        click.echo("invalid destination:", err=True)
-        for field, message in exc.errors.items():
-            click.echo(f"  {field}: {message}", err=True)
-        sys.exit(2)
-    except DestinationsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    destination = _destination(params, spec_file, destination_id, database_url)
     show_bar = sys.stderr.isatty()
     bar = (
         click.progressbar(length=cycles, label=f"verifying {destination.type}", file=sys.stderr)

@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
-from ._errors import DestinationsError, InvalidDestination, PluginLoadError, VerificationFailed
+from ._cli_common import database_url_option, load_stored, param_option, parse_or_exit
+from ._errors import PluginLoadError, VerificationFailed
 from ._plugins import available_types, get_type
-from ._spec import COMMON_FIELDS, parse_destination
+from ._spec import COMMON_FIELDS
 from ._verify import verify as verify_destination
 
 
@@ -64,52 +65,15 @@ def types(as_json: bool) -> None:
     click.echo(f"common fields: {', '.join(COMMON_FIELDS[1:])}")
 
 
-def _load_params(params: tuple[str, ...], json_file: str | None) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    if json_file is not None:
-        text = sys.stdin.read() if json_file == "-" else Path(json_file).read_text()
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise click.UsageError(f"--json {json_file}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(loaded, dict):
-            raise click.UsageError(f"--json {json_file}: expected a JSON object")
-        data.update(loaded)
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--param {item.split('=')[0]!r}: expected KEY=VALUE")
-        data[key.strip()] = value
-    data.setdefault("name", "command line")
-    data.setdefault("enabled", True)
-    return data
-
-
 @main.command()
-@click.option(
-    "--param",
-    "-p",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A destination field, e.g. -p type=s3 -p s3_bucket_name=my-bucket.",
-)
+@param_option
 @click.option("--json", "json_file", metavar="FILE", help="Destination fields as JSON (- = stdin).")
 @click.option("--timeout", default=30.0, show_default=True, help="Overall deadline, seconds.")
 def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> None:
     """Put and delete a probe object; exit 0 if both worked, 1 if not, 2 on bad input."""
     if not params and json_file is None:
         raise click.UsageError("give the destination with --param KEY=VALUE or --json FILE")
-    try:
-        destination = parse_destination(_load_params(params, json_file))
-    except InvalidDestination as exc:
-        click.echo("invalid destination:", err=True)
-        for field, message in exc.errors.items():
-            click.echo(f"  {field}: {message}", err=True)
-        sys.exit(2)
-    except DestinationsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    destination = parse_or_exit(params, json_file)
     try:
         report = verify_destination(destination, timeout=timeout)
     except VerificationFailed as exc:
@@ -134,14 +98,7 @@ def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> No
 @click.option("--collection-id", required=True, help="The result set's collection id.")
 @click.option("--collection-name", required=True, help="The result set's collection name.")
 @click.option("--result-set-id", required=True, help="The result set's id.")
-@click.option(
-    "--param",
-    "-p",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A field of one destination given inline, e.g. -p type=local -p local_directory=out.",
-)
+@param_option
 @click.option("--json", "json_file", metavar="FILE", help="One destination as JSON (- = stdin).")
 @click.option(
     "--destination",
@@ -151,11 +108,7 @@ def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> No
     metavar="ID",
     help="A destination stored by the HTTP API, by id (repeatable; needs the api extra).",
 )
-@click.option(
-    "--database-url",
-    envvar="DESTINATIONS_DATABASE_URL",
-    help="The HTTP API's database, for --destination (env DESTINATIONS_DATABASE_URL).",
-)
+@database_url_option
 @click.option(
     "--concurrency",
     default=8,
@@ -186,8 +139,6 @@ def deliver(
             "give one destination with --param KEY=VALUE or --json FILE, or stored ones with "
             "--destination ID (not both)"
         )
-    if database_url and not destination_ids:
-        raise click.UsageError("--database-url goes with --destination")
     try:
         result_set = ResultSet(
             collection_id,
@@ -198,18 +149,9 @@ def deliver(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if destination_ids:
-        destinations = _stored_destinations(destination_ids, database_url)
+        destinations = load_stored(destination_ids, database_url)
     else:
-        try:
-            destinations = [parse_destination(_load_params(params, json_file))]
-        except InvalidDestination as exc:
-            click.echo("invalid destination:", err=True)
-            for field, message in exc.errors.items():
-                click.echo(f"  {field}: {message}", err=True)
-            sys.exit(2)
-        except DestinationsError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+        destinations = [parse_or_exit(params, json_file)]
 
     enabled = sum(1 for d in destinations if d.enabled)
     if sys.stdout.isatty() and enabled:
@@ -266,37 +208,6 @@ def _progress_plugin(bar: Any, files: int) -> object:
                 bar.update(size)
 
     return Progress()
-
-
-def _stored_destinations(ids: tuple[str, ...], database_url: str | None) -> list[Any]:
-    import importlib
-
-    try:
-        # By name, so neither this module nor its type check pulls in the api extra.
-        app = importlib.import_module("destinations.api._app")
-        loader = importlib.import_module("destinations.api._load")
-    except ModuleNotFoundError as exc:
-        raise click.ClickException(
-            f"--destination needs the HTTP API extra ({exc.name} is missing): "
-            "pip install 'destinations[api]'"
-        ) from exc
-    url = database_url or app.DEFAULT_DATABASE_URL
-    out = []
-    for destination_id in ids:
-        try:
-            out.append(loader.load_destination(url, destination_id))
-        except loader.DestinationNotFound as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except InvalidDestination as exc:
-            click.echo(f"stored destination {destination_id!r} is no longer valid:", err=True)
-            for field, message in exc.errors.items():
-                click.echo(f"  {field}: {message}", err=True)
-            sys.exit(2)
-        except RuntimeError as exc:  # secrets that do not decrypt; the message names no secret
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-    return out
 
 
 class _LazyCommand(click.Command):
