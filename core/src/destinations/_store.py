@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Self, TypeAlias
 
-__all__ = ["MiB", "Source", "Store", "StoreOptions", "open_source", "source_size"]
+__all__ = [
+    "MiB",
+    "Source",
+    "Store",
+    "StoreOptions",
+    "open_source",
+    "read_exactly",
+    "source_size",
+]
 
 MiB = 1024 * 1024
 
@@ -89,3 +97,30 @@ def source_size(source: Source) -> int | None:
         return end - pos
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes for a single-request upload and check the source has no more.
+
+    For sizes below the multipart threshold only (so bounded in memory). Raises
+    :class:`~destinations.StoreError` (``IncompleteBody``) when the source gives fewer or more
+    bytes than announced, before anything is written.
+    """
+    from ._errors import StoreError
+
+    chunks: list[bytes] = []
+    got = 0
+    while got <= size:
+        chunk = stream.read(size + 1 - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    if got != size:
+        more = "more than" if got > size else f"only {got} of"
+        raise StoreError(
+            "provider_error",
+            f"the source gave {more} the {size} bytes announced; nothing was written",
+            provider_code="IncompleteBody",
+        )
+    return b"".join(chunks)

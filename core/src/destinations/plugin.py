@@ -22,7 +22,7 @@ from ._guard import (
     private_endpoints_allowed,
     refuse_plain_http,
 )
-from ._store import MiB, Source, Store, StoreOptions, open_source, source_size
+from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
 
 __all__ = [
     "DestinationType",
@@ -40,6 +40,7 @@ __all__ = [
     "hookimpl",
     "open_source",
     "private_endpoints_allowed",
+    "read_exactly",
     "refuse_plain_http",
     "source_size",
 ]

@@ -30,6 +30,7 @@ from destinations.plugin import (
     StoreOptions,
     find_refusal,
     open_source,
+    read_exactly,
 )
 from destinations.requests_guard import GuardedAdapter
 
@@ -202,7 +203,7 @@ class GcsJsonStore(Store):
         try:
             with open_source(source) as stream:
                 if size is not None and size < self.options.multipart_threshold:
-                    body = _read_exactly(stream, size)
+                    body = read_exactly(stream, size)
                     blob.upload_from_file(
                         io.BytesIO(body),
                         size=size,
@@ -368,23 +369,3 @@ def _is_transient(exc: Exception) -> bool:
     if isinstance(exc, InvalidResponse):
         return getattr(exc.response, "status_code", None) in _TRANSIENT_STATUS
     return False
-
-
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    """Read ``size`` bytes (below the threshold, so bounded) and check there are no more."""
-    chunks: list[bytes] = []
-    got = 0
-    while got <= size:
-        chunk = stream.read(size + 1 - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    if got != size:
-        more = "more than" if got > size else f"only {got} of"
-        raise StoreError(
-            "provider_error",
-            f"the source gave {more} the {size} bytes announced; nothing was written",
-            provider_code="IncompleteBody",
-        )
-    return b"".join(chunks)

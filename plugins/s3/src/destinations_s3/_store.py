@@ -40,6 +40,7 @@ from destinations.plugin import (
     StoreOptions,
     find_refusal,
     open_source,
+    read_exactly,
 )
 
 from ._guard import guard_client
@@ -196,7 +197,7 @@ class S3ProtocolStore(Store):
         try:
             if size is not None and size < self.options.multipart_threshold:
                 with open_source(source) as stream:
-                    body = _read_exactly(stream, size)
+                    body = read_exactly(stream, size)
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
             else:
                 # A path goes by name so parts are read from disk as they are sent; a stream
@@ -365,23 +366,3 @@ def _error_code(exc: ClientError) -> str:
         return raw
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return str(status) if status else "Unknown"
-
-
-def _read_exactly(stream: Any, size: int) -> bytes:
-    """Read ``size`` bytes (below the multipart threshold, so bounded) and check the size."""
-    chunks: list[bytes] = []
-    got = 0
-    while got <= size:
-        chunk = stream.read(size + 1 - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    if got != size:
-        more = "more than" if got > size else f"only {got} of"
-        raise StoreError(
-            "provider_error",
-            f"the source gave {more} the {size} bytes announced; nothing was written",
-            provider_code="IncompleteBody",
-        )
-    return b"".join(chunks)
