@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -209,6 +210,48 @@ def _connect_first(
         raise error
     finally:
         error = None  # break the reference cycle through the traceback
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9.-]{1,253}")
+
+
+def check_endpoint_url(field: str, value: str, *, example: str, path: bool = False) -> str:
+    """Validate a user-supplied endpoint URL field and return it normalised.
+
+    ``http(s)://host[:port]`` (plus a path when ``path``), with no user name, password, query
+    or fragment, a valid port, and a host name or IP literal. Returns the URL without a
+    trailing ``/`` (``scheme://netloc`` when paths are not allowed). Messages name ``field``
+    and show ``example``, never the value (it may carry a password or a SAS token). Whether
+    https is required is :func:`check_endpoint_scheme`'s, at save time.
+    """
+    url = value.strip().rstrip("/")
+    if not url:
+        raise InvalidDestination({field: "required"})
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http"):
+        raise InvalidDestination({field: f"must start with https:// ({example})"})
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise InvalidDestination({field: f"has an invalid port ({example})"})
+    if not parts.hostname or "@" in parts.netloc:
+        raise InvalidDestination(
+            {field: f"must be {example}, with a host name and no user name or password"}
+        )
+    if parts.query or parts.fragment:
+        raise InvalidDestination(
+            {field: f"must not have a query string or fragment, such as a SAS token ({example})"}
+        )
+    if parts.path and not path:
+        raise InvalidDestination({field: f"must be scheme://host[:port] with no path ({example})"})
+    try:  # IPv6 literals must be bracketed; hostname strips the brackets
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(parts.hostname):
+            raise InvalidDestination({field: f"has an invalid host name ({example})"}) from None
+    return url if path else f"{parts.scheme}://{parts.netloc}"
 
 
 def check_endpoint_scheme(field: str, url: str) -> None:

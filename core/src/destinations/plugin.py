@@ -16,6 +16,7 @@ from pydantic import BaseModel, SecretStr
 
 from ._errors import EndpointNotAllowed, InvalidDestination, StoreError
 from ._guard import (
+    check_endpoint_url,
     check_host,
     find_refusal,
     guarded_create_connection,
@@ -34,6 +35,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreOptions",
+    "check_endpoint_url",
     "check_host",
     "find_refusal",
     "guarded_create_connection",

@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from destinations.plugin import InvalidDestination, SecretStr
+from destinations.plugin import InvalidDestination, SecretStr, check_endpoint_url
 
 __all__ = ["AzureFields"]
 
@@ -89,22 +88,12 @@ class AzureFields(BaseModel):
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip()
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            parts = None
-        problem = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            problem = "must be an http(s) URL such as https://myaccount.blob.core.windows.net"
-        elif parts.username is not None or parts.password is not None:
-            problem = "must not contain a user name or password"
-        elif parts.query or parts.fragment:
-            problem = "must not contain a query string or fragment (no SAS tokens)"
-        if problem:
-            raise InvalidDestination({"azure_endpoint": problem})
-        return value.rstrip("/")
+        return check_endpoint_url(
+            "azure_endpoint",
+            value,
+            example="https://myaccount.blob.core.windows.net",
+            path=True,  # azurite and other path-style services: http://host:port/account
+        )
 
     @property
     def account_url(self) -> str:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from destinations.plugin import InvalidDestination, SecretStr
+from destinations.plugin import InvalidDestination, SecretStr, check_endpoint_url
 
 __all__ = ["GcsFields", "check_gcs_bucket_name", "parse_service_account"]
 
@@ -32,17 +30,17 @@ def check_gcs_bucket_name(field: str, value: str) -> str:
     if not _BUCKET_CHARS.fullmatch(name):
         bad = ", ".join(repr(c) for c in sorted({c for c in name if not _BUCKET_CHARS.match(c)}))
         raise InvalidDestination(
-            {field: "may contain only lowercase letters, digits, dashes, underscores and dots "
-             f"(found {bad})"}
+            {
+                field: "may contain only lowercase letters, digits, dashes, underscores and dots "
+                f"(found {bad})"
+            }
         )
     if not 3 <= len(name) <= (222 if "." in name else 63):
         raise InvalidDestination(
             {field: f"must be 3 to 63 characters long (up to 222 with dots), not {len(name)}"}
         )
     if "." in name and any(not 1 <= len(part) <= 63 for part in name.split(".")):
-        raise InvalidDestination(
-            {field: "each dot-separated part must be 1 to 63 characters long"}
-        )
+        raise InvalidDestination({field: "each dot-separated part must be 1 to 63 characters long"})
     if not (name[0].isalnum() and name[-1].isalnum()):
         raise InvalidDestination({field: "must start and end with a letter or a digit"})
     if _IPV4_LIKE.fullmatch(name):
@@ -60,15 +58,16 @@ def parse_service_account(field: str, text: str) -> dict[str, Any]:
         info = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidDestination(
-            {field: f"is not valid JSON (line {exc.lineno}, column {exc.colno}); paste the "
-             "whole key file downloaded from the Google Cloud console"}
+            {
+                field: f"is not valid JSON (line {exc.lineno}, column {exc.colno}); paste the "
+                "whole key file downloaded from the Google Cloud console"
+            }
         ) from None
     if not isinstance(info, dict):
         raise InvalidDestination({field: "must be a JSON object (the key file's content)"})
     if info.get("type") != "service_account":
         raise InvalidDestination(
-            {field: "must be a service-account key file (its \"type\" must be "
-             "\"service_account\")"}
+            {field: 'must be a service-account key file (its "type" must be "service_account")'}
         )
     missing = [k for k in _SA_REQUIRED if not isinstance(info.get(k), str) or not info[k]]
     if missing:
@@ -81,25 +80,7 @@ def parse_service_account(field: str, text: str) -> dict[str, Any]:
 
 
 def _endpoint(field: str, value: str) -> str:
-    url = value.strip().rstrip("/")
-    example = "a URL such as https://storage.googleapis.com"
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http"):
-        raise InvalidDestination({field: f"must start with https:// ({example})"})
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if not parts.hostname or "@" in parts.netloc or port == 0:
-        raise InvalidDestination({field: f"must be {example}, with a host and optional port"})
-    if parts.path or parts.query or parts.fragment:
-        raise InvalidDestination({field: f"must have no path, query or fragment ({example})"})
-    try:
-        ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9.-]+", parts.hostname):
-            raise InvalidDestination({field: f"has an invalid host name ({example})"}) from None
-    return url
+    return check_endpoint_url(field, value, example="a URL such as https://storage.googleapis.com")
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -145,7 +126,10 @@ class GcsFields(BaseModel):
     )
 
     @field_validator(
-        "gcs_access_key", "gcs_secret_key", "gcs_service_account_json", "gcs_endpoint",
+        "gcs_access_key",
+        "gcs_secret_key",
+        "gcs_service_account_json",
+        "gcs_endpoint",
         mode="before",
     )
     @classmethod
@@ -200,13 +184,20 @@ class GcsFields(BaseModel):
         if self.gcs_service_account_json is not None:
             if key is not None or secret is not None:
                 both = {"gcs_service_account_json": _HOW_TO_AUTH}
-                both.update({f: _HOW_TO_AUTH for f, v in (
-                    ("gcs_access_key", key), ("gcs_secret_key", secret)) if v is not None})
+                both.update(
+                    {
+                        f: _HOW_TO_AUTH
+                        for f, v in (("gcs_access_key", key), ("gcs_secret_key", secret))
+                        if v is not None
+                    }
+                )
                 raise InvalidDestination(both)
         elif key is None and secret is None:
             raise InvalidDestination(
-                {"gcs_access_key": f"required: {_HOW_TO_AUTH}",
-                 "gcs_secret_key": f"required: {_HOW_TO_AUTH}"}
+                {
+                    "gcs_access_key": f"required: {_HOW_TO_AUTH}",
+                    "gcs_secret_key": f"required: {_HOW_TO_AUTH}",
+                }
             )
         elif key is None:
             raise InvalidDestination({"gcs_access_key": "required with gcs_secret_key"})

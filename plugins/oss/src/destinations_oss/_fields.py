@@ -6,11 +6,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Final
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from destinations.plugin import InvalidDestination, SecretStr
+from destinations.plugin import InvalidDestination, SecretStr, check_endpoint_url
 
 __all__ = ["REGIONS", "OssFields", "default_endpoint", "signing_region"]
 
@@ -148,23 +147,9 @@ class OssFields(BaseModel):
     def _endpoint(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip()
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
-            problem = "must be a URL such as https://oss-cn-hangzhou-internal.aliyuncs.com"
-        elif parts.username is not None or parts.password is not None:
-            problem = "must not contain a user name or password"
-        elif parts.path not in ("", "/") or parts.query or parts.fragment:
-            problem = "must be scheme://host[:port] with no path, query or fragment"
-        elif not _HOST_RE.fullmatch(parts.hostname) and not _is_ip_literal(parts.hostname):
-            problem = "has an invalid host name"
-        else:
-            return f"{parts.scheme}://{parts.netloc}"
-        raise InvalidDestination({"oss_endpoint": problem})
+        return check_endpoint_url(
+            "oss_endpoint", value, example="https://oss-cn-hangzhou-internal.aliyuncs.com"
+        )
 
 
 def _is_ip_literal(host: str) -> bool:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from destinations.plugin import InvalidDestination, SecretStr
+from destinations.plugin import check_endpoint_url as _check_endpoint_url
 
 __all__ = [
     "S3CompatibleFields",
@@ -57,8 +56,10 @@ def check_aws_bucket_name(field: str, value: str) -> str:
         raise InvalidDestination({field: "must not be formatted as an IP address"})
     if name.endswith("--x-s3"):
         raise InvalidDestination(
-            {field: "names a directory bucket (S3 Express One Zone), which is not supported; "
-             "use a general purpose bucket"}
+            {
+                field: "names a directory bucket (S3 Express One Zone), which is not supported; "
+                "use a general purpose bucket"
+            }
         )
     for prefix in _RESERVED_PREFIXES:
         if name.startswith(prefix):
@@ -109,33 +110,9 @@ def check_secret(field: str, value: SecretStr) -> SecretStr:
 
 def check_endpoint_url(field: str, value: str) -> str:
     """An ``http(s)://host[:port][/path]`` URL without credentials, query or fragment."""
-    url = value.strip().rstrip("/")
-    if not url:
-        raise InvalidDestination({field: "required"})
-    example = "a URL such as https://s3.example.com"
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http"):
-        raise InvalidDestination({field: f"must start with https:// ({example})"})
-    try:
-        port = parts.port
-    except ValueError:
-        raise InvalidDestination({field: f"has an invalid port ({example})"}) from None
-    if not parts.hostname or "@" in parts.netloc:
-        raise InvalidDestination(
-            {field: f"must be {example}, with a host name and no user name or password"}
-        )
-    if parts.query or parts.fragment:
-        raise InvalidDestination({field: f"must not have a query or fragment ({example})"})
-    if port == 0:
-        raise InvalidDestination({field: f"has an invalid port ({example})"})
-    try:  # IPv6 literals must be bracketed; hostname strips the brackets
-        ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        if not re.fullmatch(r"[A-Za-z0-9.-]+", parts.hostname):
-            raise InvalidDestination(
-                {field: f"has an invalid host name ({example})"}
-            ) from None
-    return url
+    return _check_endpoint_url(
+        field, value, example="a URL such as https://s3.example.com", path=True
+    )
 
 
 def check_region(field: str, value: str) -> str:
@@ -144,8 +121,10 @@ def check_region(field: str, value: str) -> str:
         raise InvalidDestination({field: "must not be empty (leave it out for 'auto')"})
     if not _REGION.fullmatch(region):
         raise InvalidDestination(
-            {field: "must be a region name such as 'auto', 'us-east-1' or 'fr-par' "
-             "(letters, digits and inner hyphens)"}
+            {
+                field: "must be a region name such as 'auto', 'us-east-1' or 'fr-par' "
+                "(letters, digits and inner hyphens)"
+            }
         )
     return region
 
