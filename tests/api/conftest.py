@@ -3,27 +3,20 @@ afterwards), the app on it, and accounts."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from sqlalchemy.pool import NullPool
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from destinations.api import create_api_key, create_app
 from tests.api import vaultplugin
+from tests.postgres import fresh_schema
 
 #: PostgreSQL must be reachable: an unreachable server fails these tests, never skips them.
-POSTGRES_URL = os.environ.get(
-    "DESTINATIONS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -31,16 +24,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'api.db'}"
         return
-    schema = f"destinations_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema("destinations_test") as url:
+        yield url
 
 
 @pytest.fixture

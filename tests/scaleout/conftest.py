@@ -19,25 +19,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from pydantic_core import to_jsonable_python
-from sqlalchemy.pool import NullPool
 
 from destinations import Destination
 from destinations.api._crypto import SecretBox
 from destinations.api._db import DestinationRow, create_account, make_engine, upgrade, utcnow
 from destinations.api._statuses import FINAL_STATUSES, StoredStatus, read_delivery_statuses
+from tests.postgres import fresh_schema
 
 REDIS_URL = os.environ.get("DESTINATIONS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get(
     "DESTINATIONS_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"
-)
-POSTGRES_URL = os.environ.get(
-    "DESTINATIONS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,17 +145,8 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema, dropped afterwards (as tests/api/conftest.py does)."""
-    schema = f"destinations_scaleout_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema("destinations_scaleout") as url:
+        yield url
 
 
 @pytest.fixture

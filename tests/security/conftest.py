@@ -9,17 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
-import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from sqlalchemy.pool import NullPool
 
 from tests.api.conftest import (  # noqa: F401 - the API fixtures, shared
     api_key,
@@ -32,10 +28,8 @@ from tests.api.conftest import (  # noqa: F401 - the API fixtures, shared
     vault,
 )
 from tests.emulators.servers import free_port
+from tests.postgres import fresh_schema
 
-POSTGRES_URL = os.environ.get(
-    "DESTINATIONS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 ALLOW_ENV = "DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS"
 
 
@@ -168,16 +162,8 @@ def create_key(db_url: str, env: dict[str, str]) -> str:
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    schema = f"destinations_sec_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL, poolclass=NullPool)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{POSTGRES_URL}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema("destinations_sec") as url:
+        yield url
 
 
 @pytest.fixture
