@@ -42,7 +42,8 @@ def _envelope(
     status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     return JSONResponse(
-        {"request_info": {"success": False, "message": message, **extra}}, status_code=status,
+        {"request_info": {"success": False, "message": message, **extra}},
+        status_code=status,
         headers=headers,
     )
 
@@ -74,12 +75,16 @@ async def _read_params(request: Request, limit: int) -> dict[str, Any]:
         return data
     if media_type in ("application/x-www-form-urlencoded", ""):
         try:
-            pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True,
-                              errors="strict")
+            pairs = parse_qsl(
+                body.decode(), keep_blank_values=True, strict_parsing=True, errors="strict"
+            )
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, "Request body is not valid form data (UTF-8, "
-                                "application/x-www-form-urlencoded); write a % in a value "
-                                "as %25, e.g. with curl --data-urlencode") from exc
+            raise ApiError(
+                400,
+                "Request body is not valid form data (UTF-8, "
+                "application/x-www-form-urlencoded); write a % in a value "
+                "as %25, e.g. with curl --data-urlencode",
+            ) from exc
         form: dict[str, Any] = {}
         repeated: dict[str, str] = {}
         for key, value in pairs:
@@ -92,46 +97,69 @@ async def _read_params(request: Request, limit: int) -> dict[str, Any]:
     raise ApiError(400, f"Content-Type must be one of {', '.join(WRITE_TYPES)}")
 
 
-Handler = Callable[[Request, DestinationService, int], Awaitable[Response]]
+def _errors(
+    endpoint: Callable[[Request, DestinationService], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Run ``endpoint`` with the app's service; an :class:`ApiError` becomes the envelope."""
 
-
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Authenticate, run ``handler``, and turn an :class:`ApiError` into the envelope."""
-
-    async def endpoint(request: Request) -> Response:
-        service: DestinationService = request.app.state.service
+    async def wrapped(request: Request) -> Response:
         try:
-            account = await run_in_threadpool(
-                service.authenticate, request.query_params.get("api_key")
-            )
-            return await handler(request, service, account)
+            return await endpoint(request, request.app.state.service)
         except ApiError as exc:
             return _envelope(exc.status, exc.message, exc.headers, **exc.extra)
 
-    return endpoint
+    return wrapped
 
 
-@_endpoint
-async def create(request: Request, service: DestinationService, account: int) -> Response:
+def _authenticated(
+    service: DestinationService, api_key: str | None, work: Callable[[int], Response]
+) -> Response:
+    """Authenticate, then ``work(account)``: both in one worker-thread call."""
+    return work(service.authenticate(api_key))
+
+
+async def _run(
+    request: Request, service: DestinationService, work: Callable[[int], Response]
+) -> Response:
+    """``work(account)`` for the request's API key, in a single threadpool hop."""
+    return await run_in_threadpool(
+        _authenticated, service, request.query_params.get("api_key"), work
+    )
+
+
+async def _authenticate(request: Request, service: DestinationService) -> int:
+    """The account of a write, found before its body is read: a bad key answers 401
+    without the server reading (or judging) the body."""
+    return await run_in_threadpool(service.authenticate, request.query_params.get("api_key"))
+
+
+@_errors
+async def create(request: Request, service: DestinationService) -> Response:
+    account = await _authenticate(request, service)
     params = await _read_params(request, request.app.state.max_body_bytes)
     destination = await run_in_threadpool(service.create, account, params)
     return _ok(destination=destination)
 
 
-@_endpoint
-async def list_(request: Request, service: DestinationService, account: int) -> Response:
-    listing = await run_in_threadpool(service.list, account, dict(request.query_params))
-    return _ok(**listing)
+@_errors
+async def list_(request: Request, service: DestinationService) -> Response:
+    query = dict(request.query_params)
+    return await _run(request, service, lambda account: _ok(**service.list(account, query)))
 
 
-@_endpoint
-async def get(request: Request, service: DestinationService, account: int) -> Response:
-    destination = await run_in_threadpool(service.get, account, request.path_params["id"])
-    return _ok(destination=destination)
+@_errors
+async def get(request: Request, service: DestinationService) -> Response:
+    destination_id = request.path_params["id"]
+    return await _run(
+        request,
+        service,
+        lambda account: _ok(destination=service.get(account, destination_id)),
+    )
 
 
-@_endpoint
-async def update(request: Request, service: DestinationService, account: int) -> Response:
+@_errors
+async def update(request: Request, service: DestinationService) -> Response:
+    account = await _authenticate(request, service)
     params = await _read_params(request, request.app.state.max_body_bytes)
     destination = await run_in_threadpool(
         service.update, account, request.path_params["id"], params
@@ -139,10 +167,15 @@ async def update(request: Request, service: DestinationService, account: int) ->
     return _ok(destination=destination)
 
 
-@_endpoint
-async def delete(request: Request, service: DestinationService, account: int) -> Response:
-    await run_in_threadpool(service.delete, account, request.path_params["id"])
+def _deleted(service: DestinationService, account: int, destination_id: str) -> Response:
+    service.delete(account, destination_id)
     return JSONResponse({"request_info": {"success": True, "message": "1 Destination deleted"}})
+
+
+@_errors
+async def delete(request: Request, service: DestinationService) -> Response:
+    destination_id = request.path_params["id"]
+    return await _run(request, service, lambda account: _deleted(service, account, destination_id))
 
 
 async def openapi(request: Request) -> Response:
@@ -197,9 +230,14 @@ def create_app(
     engine = make_engine(database_url)
     upgrade(engine)
     service = DestinationService(
-        engine, box, Settings(local_root=root, max_destinations=max_destinations,
-                              verify_timeout=verify_timeout,
-                              verifications_per_minute=verifications_per_minute),
+        engine,
+        box,
+        Settings(
+            local_root=root,
+            max_destinations=max_destinations,
+            verify_timeout=verify_timeout,
+            verifications_per_minute=verifications_per_minute,
+        ),
     )
 
     @asynccontextmanager

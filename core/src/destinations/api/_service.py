@@ -3,11 +3,13 @@ verification does blocking network I/O). Raises :class:`ApiError` for every refu
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,15 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import ColumnElement, Engine, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    bindparam,
+    func,
+    select,
+    update,
+)
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import Session
 
 from .._errors import InvalidDestination, PluginLoadError, VerificationFailed
 from .._plugins import available_types, get_type
 from .._spec import COMMON_FIELDS, Destination, parse_destination
 from .._verify import needs_verification, verify_then_commit
+from ..plugin import DestinationType
 from ._crypto import SecretBox
 from ._db import Account, DestinationRow, hash_api_key, new_destination_id, utcnow
 
@@ -34,7 +47,48 @@ PAGE_SIZE = 10
 MAX_PAGE = 1_000_000
 LOCAL = "local"
 LOCAL_DIRECTORY = "local_directory"
-SORT_COLUMNS = {"name": DestinationRow.name, "type": DestinationRow.type}
+#: The read path (authenticate, list, get) uses Core selects of plain columns on a
+#: Connection: no ORM Session, no identity map, no entity loading.
+_ACCOUNTS = Account.__table__.c
+_DESTINATIONS = DestinationRow.__table__.c
+SORT_COLUMNS = {"name": _DESTINATIONS.name, "type": _DESTINATIONS.type}
+#: The columns :meth:`DestinationService._present` shows.
+_PRESENTED = (
+    _DESTINATIONS.id,
+    _DESTINATIONS.name,
+    _DESTINATIONS.type,
+    _DESTINATIONS.enabled,
+    _DESTINATIONS.params,
+    _DESTINATIONS.created_at,
+    _DESTINATIONS.updated_at,
+    _DESTINATIONS.last_verified_at,
+)
+#: Statements built once, with bound parameters (building one costs more than running it).
+_AUTHENTICATE = select(_ACCOUNTS.id).where(_ACCOUNTS.api_key_hash == bindparam("key_hash"))
+_MINE = _DESTINATIONS.account_id == bindparam("account_id")
+_COUNT = select(func.count()).where(_MINE)
+_GET = select(*_PRESENTED).where(_DESTINATIONS.id == bindparam("id"), _MINE)
+_TOTAL = "total_matching"
+
+
+@functools.cache
+def _page_statement(sort_by: str | None, descending: bool) -> Select[Any]:
+    """One page of an account's destinations (``account_id``, ``offset``), each row with
+    the number of rows matching in all (:data:`_TOTAL`); add search terms with ``where``."""
+    order: list[ColumnElement[Any]]
+    if sort_by is None:
+        order = [_DESTINATIONS.created_at, _DESTINATIONS.id]
+    else:
+        order = [func.lower(SORT_COLUMNS[sort_by]), _DESTINATIONS.name, _DESTINATIONS.id]
+    if descending:
+        order = [column.desc() for column in order]
+    return (
+        select(*_PRESENTED, func.count().over().label(_TOTAL))
+        .where(_MINE)
+        .order_by(*order)
+        .offset(bindparam("offset"))
+        .limit(PAGE_SIZE)
+    )
 
 
 class ApiError(Exception):
@@ -76,6 +130,58 @@ class Settings:
     max_destinations: int
     verify_timeout: float
     verifications_per_minute: int = 30
+    #: Seconds a valid API key stays in :class:`KeyCache` (0 turns the cache off).
+    api_key_cache_ttl: float = 30.0
+
+
+class KeyCache:
+    """API-key hash -> account id for keys found valid in the last ``ttl`` seconds.
+
+    Bounded (least recently stored dropped first) and in-process. Only hits are cached: an
+    unknown key is looked up in the database on every request, so it answers 401 every time.
+    There is no API-key revocation (nor account deletion through the API) yet; a feature
+    that adds one must invalidate this cache (:meth:`forget`, on every replica), or a
+    revoked key keeps working for up to ``ttl`` seconds.
+    """
+
+    def __init__(
+        self, ttl: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def get(self, key_hash: str) -> int | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            if entry is None:
+                return None
+            account_id, expires = entry
+            if self._clock() >= expires:
+                del self._entries[key_hash]
+                return None
+            return account_id
+
+    def put(self, key_hash: str, account_id: int) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key_hash] = (account_id, self._clock() + self.ttl)
+            self._entries.move_to_end(key_hash)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_hash: str | None = None) -> None:
+        """Drop one key hash, or every entry."""
+        with self._lock:
+            if key_hash is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(key_hash, None)
 
 
 class RateLimiter:
@@ -113,17 +219,23 @@ class DestinationService:
         self.box = box
         self.settings = settings
         self.verifications = RateLimiter(settings.verifications_per_minute)
+        self.api_keys = KeyCache(settings.api_key_cache_ttl)
+        #: type name -> (its DestinationType, masked fields, secret fields), for _present.
+        self._field_sets: dict[str, tuple[DestinationType, frozenset[str], frozenset[str]]] = {}
 
     # -- accounts ---------------------------------------------------------------------------
 
     def authenticate(self, api_key: str | None) -> int:
         if api_key:
-            with Session(self.engine) as session:
-                account_id = session.scalar(
-                    select(Account.id).where(Account.api_key_hash == hash_api_key(api_key))
-                )
+            key_hash = hash_api_key(api_key)
+            account_id = self.api_keys.get(key_hash)
             if account_id is not None:
                 return account_id
+            with self.engine.connect() as connection:
+                account_id = connection.execute(_AUTHENTICATE, {"key_hash": key_hash}).scalar()
+            if account_id is not None:
+                self.api_keys.put(key_hash, account_id)
+                return int(account_id)
         raise ApiError(401, "Supplied api_key is not valid")
 
     def offered_types(self) -> list[str]:
@@ -166,7 +278,7 @@ class DestinationService:
             return row
 
         row = self._verify_then_commit(None, new, commit, account_id)
-        return self._present(row)
+        return self._present(_presented(row))
 
     def list(self, account_id: int, query: Mapping[str, str]) -> dict[str, Any]:
         errors: dict[str, str] = {}
@@ -187,29 +299,22 @@ class DestinationService:
         if errors:
             raise ApiError.invalid(errors)
 
-        mine = DestinationRow.account_id == account_id
-        matching = [mine]
         term = query.get("search_term", "").strip()
+        params = {"account_id": account_id, "offset": (page - 1) * PAGE_SIZE}
+        statement = _page_statement(sort_by, direction == "descending")
+        matching: list[ColumnElement[bool]] = []
         if term:
-            matching.append(func.lower(DestinationRow.name).contains(term.lower(), autoescape=True))
-        order: list[ColumnElement[Any] | InstrumentedAttribute[Any]]
-        if sort_by is None:
-            order = [DestinationRow.created_at, DestinationRow.id]
-        else:
-            order = [func.lower(SORT_COLUMNS[sort_by]), DestinationRow.name, DestinationRow.id]
-        if direction == "descending":
-            order = [column.desc() for column in order]
-        with Session(self.engine) as session:
-            used = session.scalar(select(func.count()).where(mine)) or 0
+            matching.append(func.lower(_DESTINATIONS.name).contains(term.lower(), autoescape=True))
+            statement = statement.where(*matching)
+        with self.engine.connect() as connection:
+            # The page carries the count of all matching rows (a window over the same WHERE).
+            rows = connection.execute(statement, params).mappings().all()
+            if rows:
+                total = rows[0][_TOTAL]
+            else:  # past the last page, or nothing matches
+                total = connection.execute(_COUNT.where(*matching), params).scalar() or 0
             # Without a search term every destination of the account matches: no second count.
-            total = (session.scalar(select(func.count()).where(*matching)) or 0) if term else used
-            rows = session.scalars(
-                select(DestinationRow)
-                .where(*matching)
-                .order_by(*order)
-                .offset((page - 1) * PAGE_SIZE)
-                .limit(PAGE_SIZE)
-            ).all()
+            used = (connection.execute(_COUNT, params).scalar() or 0) if term else total
         limit = self.settings.max_destinations
         return {
             "usage": {"used": used, "limit": limit, "available": max(limit - used, 0)},
@@ -220,8 +325,8 @@ class DestinationService:
         }
 
     def get(self, account_id: int, destination_id: str) -> dict[str, Any]:
-        with Session(self.engine) as session:
-            return self._present(self._load(session, account_id, destination_id))
+        with self.engine.connect() as connection:
+            return self._present(self._load_presented(connection, account_id, destination_id))
 
     def update(
         self, account_id: int, destination_id: str, changes: dict[str, Any]
@@ -288,7 +393,7 @@ class DestinationService:
                 setattr(row, key, value)
             return row
 
-        return self._present(self._verify_then_commit(old, new, commit, account_id))
+        return self._present(_presented(self._verify_then_commit(old, new, commit, account_id)))
 
     def delete(self, account_id: int, destination_id: str) -> None:
         with Session(self.engine) as session, session.begin():
@@ -308,6 +413,19 @@ class DestinationService:
             select(DestinationRow).where(
                 DestinationRow.id == destination_id, DestinationRow.account_id == account_id
             )
+        )
+        if row is None:
+            raise ApiError(404, NOT_FOUND)
+        return row
+
+    def _load_presented(
+        self, connection: Connection, account_id: int, destination_id: str
+    ) -> RowMapping:
+        """The shown columns of one destination of the account, as :meth:`_load` finds it."""
+        row = (
+            connection.execute(_GET, {"id": destination_id, "account_id": account_id})
+            .mappings()
+            .first()
         )
         if row is None:
             raise ApiError(404, NOT_FOUND)
@@ -419,31 +537,47 @@ class DestinationService:
             (secret if key in secret_names else non_secret)[key] = to_jsonable_python(value)
         return non_secret, secret
 
-    def _present(self, row: DestinationRow) -> dict[str, Any]:
-        """A destination as the API shows it: never a secret, masked ids, UTC times."""
+    def _fields_of(self, type_name: str) -> tuple[frozenset[str], frozenset[str]]:
+        """A type's masked and secret field names (empty if it cannot be loaded now)."""
         try:
-            dtype = get_type(row.type)
-            masked, secret = set(dtype.masked_fields), dtype.secret_fields
+            dtype = get_type(type_name)
         except (InvalidDestination, PluginLoadError):
-            masked, secret = set(), frozenset()
+            return frozenset(), frozenset()  # not cached: the plugin may load later
+        cached = self._field_sets.get(type_name)
+        if cached is None or cached[0] is not dtype:
+            cached = (dtype, frozenset(dtype.masked_fields), dtype.secret_fields)
+            self._field_sets[type_name] = cached
+        return cached[1], cached[2]
+
+    def _present(self, row: Mapping[Any, Any]) -> dict[str, Any]:
+        """A destination as the API shows it: never a secret, masked ids, UTC times.
+        ``row``: the :data:`_PRESENTED` columns by name."""
+        type_name = row["type"]
+        masked, secret = self._fields_of(type_name)
+        root = self.settings.local_root if type_name == LOCAL else None
         out: dict[str, Any] = {
-            "id": row.id,
-            "name": row.name,
-            "type": row.type,
-            "enabled": row.enabled,
+            "id": row["id"],
+            "name": row["name"],
+            "type": type_name,
+            "enabled": row["enabled"],
         }
-        for key, value in row.params.items():
+        for key, value in row["params"].items():
             if key in secret:
                 continue
             if key in masked and isinstance(value, str):
                 value = _mask(value)
-            if key == LOCAL_DIRECTORY and row.type == LOCAL and self.settings.local_root:
-                value = _relative_to(value, self.settings.local_root)
+            if key == LOCAL_DIRECTORY and root:
+                value = _relative_to(value, root)
             out[key] = value
-        out["created_at"] = _iso(row.created_at)
-        out["updated_at"] = _iso(row.updated_at)
-        out["last_verified_at"] = _iso(row.last_verified_at)
+        out["created_at"] = _iso(row["created_at"])
+        out["updated_at"] = _iso(row["updated_at"])
+        out["last_verified_at"] = _iso(row["last_verified_at"])
         return out
+
+
+def _presented(row: DestinationRow) -> dict[str, Any]:
+    """An ORM row's :data:`_PRESENTED` columns by name (after a write)."""
+    return {column.key: getattr(row, column.key) for column in _PRESENTED}
 
 
 def _check_lengths(params: Mapping[str, Any]) -> None:
