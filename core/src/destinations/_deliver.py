@@ -688,7 +688,37 @@ class _Delivery:
     def put(
         self, run: _Run, store: Store, key: str, prepared: _Prepared, content_type: str | None
     ) -> None:
-        """Put one object, retrying transient failures per the policy."""
+        """Put one object, retrying transient failures per the policy.
+
+        The first attempt runs directly; only a transient failure builds the ``tenacity``
+        loop, which takes the failure as its first attempt. The result is the same as
+        running every attempt through tenacity, without its cost (a few tens of
+        microseconds per file) on the common path where the first put succeeds.
+        """
+        policy = self.retry
+        attempts = policy.attempts if prepared.rewindable else 1
+
+        def put_once() -> None:
+            source = prepared.attempt()
+            store.put(key, source, size=prepared.size, content_type=content_type)
+            prepared.succeeded(source)
+
+        started = time.monotonic()
+        try:
+            put_once()
+            return
+        except Exception as exc:
+            if attempts > 1 and is_transient(exc):
+                first_failure: BaseException | None = exc
+            else:
+                if not prepared.rewindable and is_transient(exc):
+                    run.note(
+                        f"put {key!r} failed with a transient error, but its stream cannot be "
+                        "rewound, so it was not retried",
+                        logging.WARNING,
+                    )
+                raise
+
         from tenacity import (
             RetryCallState,
             Retrying,
@@ -697,9 +727,6 @@ class _Delivery:
             stop_before_delay,
             wait_random_exponential,
         )
-
-        policy = self.retry
-        attempts = policy.attempts if prepared.rewindable else 1
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
@@ -713,27 +740,22 @@ class _Delivery:
                 logging.WARNING,
             )
 
+        def attempt() -> None:
+            nonlocal first_failure
+            if first_failure is not None:  # the attempt already made, replayed for tenacity
+                failure, first_failure = first_failure, None
+                raise failure
+            put_once()
+
         retrying = Retrying(
-            stop=stop_after_attempt(attempts) | stop_before_delay(policy.deadline),
+            stop=stop_after_attempt(attempts)
+            | stop_before_delay(policy.deadline - (time.monotonic() - started)),
             wait=wait_random_exponential(multiplier=policy.initial, max=policy.maximum),
             retry=retry_if_exception(is_transient),
             before_sleep=before_sleep,
             reraise=True,
         )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    source = prepared.attempt()
-                    store.put(key, source, size=prepared.size, content_type=content_type)
-                    prepared.succeeded(source)
-        except StoreError as exc:
-            if not prepared.rewindable and is_transient(exc):
-                run.note(
-                    f"put {key!r} failed with a transient error, but its stream cannot be "
-                    "rewound, so it was not retried",
-                    logging.WARNING,
-                )
-            raise
+        retrying(attempt)
 
     # -- tasks ------------------------------------------------------------------------------
 
