@@ -138,18 +138,13 @@ _PREFIX = (
 )
 
 
-class S3Fields(BaseModel):
-    """Amazon S3: a bucket in any region (the region is found from the bucket)."""
+class _S3Keys(BaseModel):
+    """The access key pair both S3 types start with."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     s3_access_key_id: str = Field(description=_KEY_ID)
     s3_secret_access_key: SecretStr = Field(description=_SECRET)
-    s3_bucket_name: str = Field(
-        description="Name of an existing Amazon S3 general purpose bucket (3-63 lowercase "
-        "letters, digits, dots, hyphens)."
-    )
-    s3_path_prefix: str = Field("", description=_PREFIX)
 
     @field_validator("s3_access_key_id")
     @classmethod
@@ -161,19 +156,25 @@ class S3Fields(BaseModel):
     def _secret(cls, value: SecretStr) -> SecretStr:
         return check_secret("s3_secret_access_key", value)
 
+
+class S3Fields(_S3Keys):
+    """Amazon S3: a bucket in any region (the region is found from the bucket)."""
+
+    s3_bucket_name: str = Field(
+        description="Name of an existing Amazon S3 general purpose bucket (3-63 lowercase "
+        "letters, digits, dots, hyphens)."
+    )
+    s3_path_prefix: str = Field("", description=_PREFIX)
+
     @field_validator("s3_bucket_name")
     @classmethod
     def _bucket(cls, value: str) -> str:
         return check_aws_bucket_name("s3_bucket_name", value)
 
 
-class S3CompatibleFields(BaseModel):
+class S3CompatibleFields(_S3Keys):
     """Any service speaking the S3 protocol at an endpoint URL (MinIO, R2, Wasabi, Ceph…)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    s3_access_key_id: str = Field(description=_KEY_ID)
-    s3_secret_access_key: SecretStr = Field(description=_SECRET)
     s3_bucket_name: str = Field(
         description="Name of an existing bucket (3-63 letters, digits, dots, hyphens, "
         "underscores; the provider may be stricter)."
@@ -188,16 +189,6 @@ class S3CompatibleFields(BaseModel):
         description="Region the requests are signed for; 'auto' (the default) suits most "
         "providers, some need their own region name (e.g. 'us-east-1').",
     )
-
-    @field_validator("s3_access_key_id")
-    @classmethod
-    def _key_id(cls, value: str) -> str:
-        return check_access_key_id("s3_access_key_id", value)
-
-    @field_validator("s3_secret_access_key")
-    @classmethod
-    def _secret(cls, value: SecretStr) -> SecretStr:
-        return check_secret("s3_secret_access_key", value)
 
     @field_validator("s3_bucket_name")
     @classmethod
