@@ -453,7 +453,20 @@ class _SharedStream(_Prepared):
             self.raw.close()
 
 
-class _StreamView(io.RawIOBase):
+class _ReaderBase(io.RawIOBase):
+    """A raw reader whose subclasses define ``read``; ``readall`` and ``readinto`` follow."""
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+class _StreamView(_ReaderBase):
     """An independent, seekable window on a :class:`_SharedStream` for one upload."""
 
     def __init__(self, shared: _SharedStream) -> None:
@@ -491,15 +504,6 @@ class _StreamView(io.RawIOBase):
         self._pos += len(data)
         return data
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
     def close(self) -> None:  # the shared stream is not ours to close
         super().close()
 
@@ -530,7 +534,7 @@ class _OnceStream(_Prepared):
         raise RuntimeError("the stream was not read to its end")
 
 
-class _CountingReader(io.RawIOBase):
+class _CountingReader(_ReaderBase):
     """Reads a non-seekable stream through, hashing and counting what passes."""
 
     def __init__(self, raw: BinaryIO) -> None:
@@ -545,15 +549,6 @@ class _CountingReader(io.RawIOBase):
         data = self._raw.read(-1 if size is None else size)
         self.digest.feed(self.digest.upto, data)
         return data
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
 
 def _prepare(file: ResultFile, destinations: int) -> _Prepared:
