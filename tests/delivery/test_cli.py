@@ -86,7 +86,6 @@ def test_deliver_missing_file_or_option_exit_2(tmp_path: Path, files: list[str])
 def test_deliver_stored_destination(
     tmp_path: Path, files: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("sqlalchemy")
     from sqlalchemy.orm import Session
 
     from destinations.api._crypto import load_secret_box

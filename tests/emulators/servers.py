@@ -18,6 +18,7 @@ log is part of every start-up error.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import http.client
@@ -273,7 +274,7 @@ def _stop_leftovers() -> None:  # last resort if a caller forgot stop()
         server.stop()
 
 
-class ServerProcess:
+class ServerProcess(abc.ABC):
     """Base class: a server subprocess on a free loopback port with a temp log file."""
 
     name: str = "server"
@@ -288,8 +289,9 @@ class ServerProcess:
         self.startup_seconds: float | None = None
 
     # subclass hooks ---------------------------------------------------------------------
+    @abc.abstractmethod
     def command(self, port: int) -> list[str]:
-        raise NotImplementedError
+        """The server's command line, listening on ``port``."""
 
     def env(self) -> dict[str, str]:
         return _scrubbed_env()

@@ -52,6 +52,7 @@ What :func:`deliver` guarantees (DESIGN.md "Delivery"):
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import json
@@ -365,7 +366,7 @@ class _Digest:
         return self._hash.hexdigest()
 
 
-class _Prepared:
+class _Prepared(abc.ABC):
     """One result file ready for delivery to every destination."""
 
     rewindable = True
@@ -376,11 +377,11 @@ class _Prepared:
         self._lock = threading.Lock()
         self._sha256: str | None = None
 
+    @abc.abstractmethod
     def attempt(self) -> Source:
         """A source for one put attempt, positioned at the file's start."""
-        raise NotImplementedError
 
-    def succeeded(self, source: Source) -> None:
+    def succeeded(self, source: Source) -> None:  # noqa: B027 - optional hook
         """Called after a put of ``source`` returned: keep its digest if it has one."""
 
     def sha256(self) -> str:
@@ -389,8 +390,9 @@ class _Prepared:
                 self._sha256 = self._compute_sha256()
             return self._sha256
 
+    @abc.abstractmethod
     def _compute_sha256(self) -> str:
-        raise NotImplementedError
+        """The file's sha256, when no upload yielded it on the way."""
 
     def _offer(self, digest: _Digest, size: int | None) -> None:
         if size is not None and digest.upto == size:
@@ -398,7 +400,7 @@ class _Prepared:
                 if self._sha256 is None:
                     self._sha256 = digest.hexdigest()
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - optional hook
         """Free what delivery created (temporary files); the caller's stream stays open."""
 
 

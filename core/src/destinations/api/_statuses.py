@@ -125,7 +125,7 @@ def record_status(
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     else:  # pragma: no cover - the API supports SQLite and PostgreSQL
-        raise NotImplementedError(f"delivery statuses on {dialect} are not supported")
+        raise ValueError(f"delivery statuses need SQLite or PostgreSQL, not {dialect}")
     statement = insert(DeliveryStatusRow).values(**values)
     update: dict[str, Any] = {
         k: statement.excluded[k] for k in values if k not in ("result_set_id", "destination_id")
