@@ -103,8 +103,16 @@ def check_secret(field: str, value: SecretStr) -> SecretStr:
     secret = value.get_secret_value().strip()
     if not secret:
         raise InvalidDestination({field: "required"})
-    if not secret.isascii() or not secret.isprintable() or " " in secret:
-        raise InvalidDestination({field: "must be printable ASCII characters without spaces"})
+    if " " in secret:
+        # AWS secrets often hold "+", which an unencoded form body turns into a space.
+        raise InvalidDestination(
+            {
+                field: "must not contain spaces (a '+' sent unencoded in a form body arrives "
+                "as a space: encode it as %2B, e.g. with curl --data-urlencode)"
+            }
+        )
+    if not secret.isascii() or not secret.isprintable():
+        raise InvalidDestination({field: "must be printable ASCII characters"})
     return SecretStr(secret)
 
 
