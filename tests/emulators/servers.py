@@ -881,6 +881,10 @@ class CountingProxy:
     def reset(self) -> None:
         self._require().clear()
 
+    def counter(self) -> ProxyCounter:
+        """This proxy as the conformance suite's ``RequestCounter``."""
+        return ProxyCounter(self)
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -891,3 +895,44 @@ class CountingProxy:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ProxyCounter:
+    """A :class:`CountingProxy` seen as ``destinations.testing.RequestCounter``."""
+
+    def __init__(self, proxy: CountingProxy) -> None:
+        self._proxy = proxy
+
+    def reset(self) -> None:
+        self._proxy.reset()
+
+    def count(self) -> int:
+        return self._proxy.count
+
+
+def s3_object_reader(raw: Any, bucket: str) -> Any:
+    """``key -> bytes | None`` through a raw boto3 client (None when the key is absent)."""
+    from botocore.exceptions import ClientError
+
+    def read(key: str) -> bytes | None:
+        try:
+            body: bytes = raw.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return body
+
+    return read
+
+
+def s3_key_lister(raw: Any, bucket: str) -> Any:
+    """``prefix -> keys`` through a raw boto3 client, every page."""
+
+    def list_keys(prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    return list_keys

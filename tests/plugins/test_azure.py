@@ -40,6 +40,7 @@ from tests.emulators.servers import (
     AZURITE_ACCOUNT_NAME,
     Azurite,
     CountingProxy,
+    ProxyCounter,
     free_port,
 )
 
@@ -109,17 +110,6 @@ def _read(raw: ContainerClient, key: str) -> bytes | None:
         return None
 
 
-class _ProxyCounter:
-    def __init__(self, proxy: CountingProxy) -> None:
-        self._proxy = proxy
-
-    def reset(self) -> None:
-        self._proxy.reset()
-
-    def count(self) -> int:
-        return self._proxy.count
-
-
 class TestAzureConformance(StoreConformance):
     @pytest.fixture
     def destination(self, proxied_endpoint: str, container: str) -> Destination:
@@ -127,9 +117,7 @@ class TestAzureConformance(StoreConformance):
 
     @pytest.fixture
     def bad_credentials_destination(self, proxied_endpoint: str, container: str) -> Destination:
-        return parse_destination(
-            _params(proxied_endpoint, container, azure_account_key=WRONG_KEY)
-        )
+        return parse_destination(_params(proxied_endpoint, container, azure_account_key=WRONG_KEY))
 
     @pytest.fixture
     def missing_bucket_destination(self, proxied_endpoint: str) -> Destination:
@@ -144,8 +132,8 @@ class TestAzureConformance(StoreConformance):
         return lambda prefix: list(raw.list_blob_names(name_starts_with=prefix))
 
     @pytest.fixture
-    def request_counter(self, proxy: CountingProxy) -> _ProxyCounter:
-        return _ProxyCounter(proxy)
+    def request_counter(self, proxy: CountingProxy) -> ProxyCounter:
+        return proxy.counter()
 
 
 # --- fields -----------------------------------------------------------------------------
@@ -273,8 +261,9 @@ def test_secret_never_in_repr_or_params() -> None:
 # --- error mapping against azurite --------------------------------------------------------
 
 
-def _store(endpoint: str, container: str, options: StoreOptions | None = None,
-           **overrides: object) -> AzureStore:
+def _store(
+    endpoint: str, container: str, options: StoreOptions | None = None, **overrides: object
+) -> AzureStore:
     dest = parse_destination(_params(endpoint, container, **overrides))
     store = open_store(dest, options or StoreOptions(timeout=5))
     assert isinstance(store, AzureStore)
@@ -407,12 +396,24 @@ def stub() -> Iterator[_StubAzure]:
 @pytest.mark.parametrize(
     ("status", "code", "message", "expected"),
     [
-        (403, "AuthenticationFailed", "Server failed to authenticate the request.",
-         "invalid_credentials"),
-        (403, "AuthorizationFailure", "Server failed to authenticate the request.",
-         "invalid_credentials"),
-        (403, "AuthorizationFailure", "This request is not authorized to perform this "
-         "operation.", "access_denied"),
+        (
+            403,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request.",
+            "invalid_credentials",
+        ),
+        (
+            403,
+            "AuthorizationFailure",
+            "Server failed to authenticate the request.",
+            "invalid_credentials",
+        ),
+        (
+            403,
+            "AuthorizationFailure",
+            "This request is not authorized to perform this operation.",
+            "access_denied",
+        ),
         (403, "AuthorizationPermissionMismatch", "denied-detail", "access_denied"),
         (403, "InsufficientAccountPermissions", "denied-detail", "access_denied"),
         (403, "KeyBasedAuthenticationNotPermitted", "denied-detail", "access_denied"),
@@ -473,7 +474,9 @@ def test_connection_refused_retries_exactly(
 
 
 def test_debug_logs_never_contain_key_or_signature(
-    azurite: Azurite, container: str, caplog: pytest.LogCaptureFixture,
+    azurite: Azurite,
+    container: str,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     signatures: list[str] = []
@@ -502,7 +505,10 @@ def test_debug_logs_never_contain_key_or_signature(
 
 
 def test_threshold_is_inclusive_and_blocks_are_part_size(
-    azurite: Azurite, raw: ContainerClient, container: str, proxy: CountingProxy,
+    azurite: Azurite,
+    raw: ContainerClient,
+    container: str,
+    proxy: CountingProxy,
     proxied_endpoint: str,
 ) -> None:
     options = StoreOptions(multipart_threshold=256 * 1024, part_size=100 * 1024, timeout=10)

@@ -30,7 +30,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from botocore.exceptions import ClientError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -51,7 +50,14 @@ from destinations.testing import StoreConformance
 from destinations_gcs._json_api import GcsJsonStore, chunk_size_for
 from destinations_s3 import S3ProtocolStore
 from tests.emulators.fixtures import MotoHandle
-from tests.emulators.servers import CountingProxy, GcsEmulator, free_port
+from tests.emulators.servers import (
+    CountingProxy,
+    GcsEmulator,
+    ProxyCounter,
+    free_port,
+    s3_key_lister,
+    s3_object_reader,
+)
 from tests.plugins._http_stub import Reply, StubRequest, StubServer
 
 PROJECT = "test-project"
@@ -62,20 +68,13 @@ GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 @pytest.fixture(autouse=True)
 def _loopback_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS", "1")
-    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS",
-                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "STORAGE_EMULATOR_HOST",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
-
-
-class _ProxyCounter:
-    def __init__(self, proxy: CountingProxy) -> None:
-        self._proxy = proxy
-
-    def reset(self) -> None:
-        self._proxy.reset()
-
-    def count(self) -> int:
-        return self._proxy.count
 
 
 # --- a loopback OAuth token endpoint ----------------------------------------------------------
@@ -259,28 +258,17 @@ class TestGcsHmacConformance(StoreConformance):
 
     @pytest.fixture
     def read_object(self, moto_raw: Any, hmac_bucket: str) -> Callable[[str], bytes | None]:
-        def read(key: str) -> bytes | None:
-            try:
-                body: bytes = moto_raw.get_object(Bucket=hmac_bucket, Key=key)["Body"].read()
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                    return None
-                raise
-            return body
-
-        return read
+        reader: Callable[[str], bytes | None] = s3_object_reader(moto_raw, hmac_bucket)
+        return reader
 
     @pytest.fixture
     def list_keys(self, moto_raw: Any, hmac_bucket: str) -> Callable[[str], list[str]]:
-        def list_keys(prefix: str) -> list[str]:
-            resp = moto_raw.list_objects_v2(Bucket=hmac_bucket, Prefix=prefix)
-            return [obj["Key"] for obj in resp.get("Contents", [])]
-
-        return list_keys
+        lister: Callable[[str], list[str]] = s3_key_lister(moto_raw, hmac_bucket)
+        return lister
 
     @pytest.fixture
-    def request_counter(self, moto_proxy: CountingProxy) -> _ProxyCounter:
-        return _ProxyCounter(moto_proxy)
+    def request_counter(self, moto_proxy: CountingProxy) -> ProxyCounter:
+        return moto_proxy.counter()
 
 
 def test_hmac_path_is_the_s3_store_configured_for_google(
@@ -300,12 +288,18 @@ def test_hmac_path_is_the_s3_store_configured_for_google(
 def test_hmac_unknown_access_key_is_invalid_credentials(
     moto_server: MotoHandle, hmac_bucket: str, moto_proxy: CountingProxy
 ) -> None:
-    params = _hmac(moto_server, hmac_bucket, moto_proxy.endpoint,
-                   gcs_access_key="GOOG1ENOSUCHKEY0000000000000000")
+    params = _hmac(
+        moto_server,
+        hmac_bucket,
+        moto_proxy.endpoint,
+        gcs_access_key="GOOG1ENOSUCHKEY0000000000000000",
+    )
     with pytest.raises(VerificationFailed) as info:
         verify(parse_destination(params), timeout=30)
-    assert (info.value.code, info.value.provider_code) == ("invalid_credentials",
-                                                          "InvalidAccessKeyId")
+    assert (info.value.code, info.value.provider_code) == (
+        "invalid_credentials",
+        "InvalidAccessKeyId",
+    )
     assert "gcs_access_key" in info.value.message and "gcs_secret_key" in info.value.message
 
 
@@ -393,8 +387,8 @@ class TestGcsServiceAccountConformance(StoreConformance):
         return lambda prefix: [b.name for b in gcs_raw.client.list_blobs(gcs_raw, prefix=prefix)]
 
     @pytest.fixture
-    def request_counter(self, gcs_proxy: CountingProxy) -> _ProxyCounter:
-        return _ProxyCounter(gcs_proxy)
+    def request_counter(self, gcs_proxy: CountingProxy) -> ProxyCounter:
+        return gcs_proxy.counter()
 
 
 def test_one_token_per_key_and_no_bucket_metadata_request(
@@ -473,8 +467,13 @@ def test_sa_closed_port_is_endpoint_unreachable(service_account: str) -> None:
 
 def _json_error(status: int, reason: str) -> Callable[[StubRequest], Reply]:
     body = json.dumps(
-        {"error": {"code": status, "message": f"stub {reason}",
-                   "errors": [{"reason": reason, "message": "stub"}]}}
+        {
+            "error": {
+                "code": status,
+                "message": f"stub {reason}",
+                "errors": [{"reason": reason, "message": "stub"}],
+            }
+        }
     ).encode()
     return lambda request: (status, {"Content-Type": "application/json"}, body)
 
@@ -488,12 +487,14 @@ def _json_error(status: int, reason: str) -> Callable[[StubRequest], Reply]:
         (400, "invalid", "provider_error"),
     ],
 )
-def test_json_api_status_mapping(
-    service_account: str, status: int, reason: str, code: str
-) -> None:
+def test_json_api_status_mapping(service_account: str, status: int, reason: str, code: str) -> None:
     with StubServer(_json_error(status, reason)) as stub:
-        store = GcsJsonStore(bucket="abc", service_account_json=service_account,
-                             endpoint=stub.endpoint, options=StoreOptions())
+        store = GcsJsonStore(
+            bucket="abc",
+            service_account_json=service_account,
+            endpoint=stub.endpoint,
+            options=StoreOptions(),
+        )
         with store, pytest.raises(StoreError) as info:
             store.put("k", io.BytesIO(b"x"), size=1, content_type=None)
     assert (info.value.code, info.value.provider_code) == (code, reason)
@@ -501,8 +502,12 @@ def test_json_api_status_mapping(
 
 def test_json_api_not_found_on_delete_is_success(service_account: str) -> None:
     with StubServer(_json_error(404, "notFound")) as stub:
-        store = GcsJsonStore(bucket="abc", service_account_json=service_account,
-                             endpoint=stub.endpoint, options=StoreOptions())
+        store = GcsJsonStore(
+            bucket="abc",
+            service_account_json=service_account,
+            endpoint=stub.endpoint,
+            options=StoreOptions(),
+        )
         with store:
             store.delete("gone")
 
@@ -512,8 +517,12 @@ def test_json_api_retries_are_exactly_what_core_allows(
     service_account: str, retries: int, attempts: int
 ) -> None:
     with StubServer(_json_error(503, "backendError")) as stub:
-        store = GcsJsonStore(bucket="abc", service_account_json=service_account,
-                             endpoint=stub.endpoint, options=StoreOptions(retries=retries))
+        store = GcsJsonStore(
+            bucket="abc",
+            service_account_json=service_account,
+            endpoint=stub.endpoint,
+            options=StoreOptions(retries=retries),
+        )
         with store, pytest.raises(StoreError) as info:
             store.delete("k")
         assert len(stub.requests) == attempts
@@ -566,8 +575,9 @@ def test_gcs_bucket_naming_rules(bucket: str, fragment: str) -> None:
 
 @pytest.mark.parametrize("bucket", ["abc", "my_bucket-1", "a.b.c", "x" * 63, "a." + "b" * 63])
 def test_gcs_bucket_names_accepted(bucket: str) -> None:
-    parse_destination({"name": "n", "enabled": True, "type": "gcs", **_HMAC,
-                       "gcs_bucket_name": bucket})
+    parse_destination(
+        {"name": "n", "enabled": True, "type": "gcs", **_HMAC, "gcs_bucket_name": bucket}
+    )
 
 
 def test_exactly_one_way_to_authenticate(service_account: str) -> None:
@@ -580,13 +590,22 @@ def test_exactly_one_way_to_authenticate(service_account: str) -> None:
     assert _errors({"gcs_bucket_name": "abc", "gcs_secret_key": "s"}) == {
         "gcs_access_key": "required with gcs_secret_key"
     }
-    errors = _errors({"gcs_bucket_name": "abc", **_HMAC,
-                      "gcs_service_account_json": service_account})
+    errors = _errors(
+        {"gcs_bucket_name": "abc", **_HMAC, "gcs_service_account_json": service_account}
+    )
     assert set(errors) == {"gcs_service_account_json", "gcs_access_key", "gcs_secret_key"}
     # empty form fields count as absent
-    dest = parse_destination({"name": "n", "enabled": True, "type": "gcs",
-                              "gcs_bucket_name": "abc", "gcs_access_key": "",
-                              "gcs_secret_key": " ", "gcs_service_account_json": service_account})
+    dest = parse_destination(
+        {
+            "name": "n",
+            "enabled": True,
+            "type": "gcs",
+            "gcs_bucket_name": "abc",
+            "gcs_access_key": "",
+            "gcs_secret_key": " ",
+            "gcs_service_account_json": service_account,
+        }
+    )
     assert dest.settings.uses_hmac is False  # type: ignore[attr-defined]
 
 
@@ -597,8 +616,17 @@ def test_exactly_one_way_to_authenticate(service_account: str) -> None:
         ("[1, 2]", "JSON object"),
         (json.dumps({"type": "authorized_user", "private_key": "x"}), "service_account"),
         (json.dumps({"type": "service_account", "client_email": "a@b"}), "private_key"),
-        (json.dumps({"type": "service_account", "client_email": "a@b", "token_uri": "u",
-                     "private_key": "hmacS3cretValue"}), "PEM"),
+        (
+            json.dumps(
+                {
+                    "type": "service_account",
+                    "client_email": "a@b",
+                    "token_uri": "u",
+                    "private_key": "hmacS3cretValue",
+                }
+            ),
+            "PEM",
+        ),
     ],
 )
 def test_service_account_json_shape(key_json: str, fragment: str) -> None:
@@ -608,8 +636,14 @@ def test_service_account_json_shape(key_json: str, fragment: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["storage.googleapis.com", "https://u:p@x.example", "https://x.example/path",
-                 "https://x.example?q=1", "ftp://x.example"]
+    "endpoint",
+    [
+        "storage.googleapis.com",
+        "https://u:p@x.example",
+        "https://x.example/path",
+        "https://x.example?q=1",
+        "ftp://x.example",
+    ],
 )
 def test_gcs_endpoint_must_be_a_url(endpoint: str) -> None:
     assert list(_errors({**_HMAC, "gcs_bucket_name": "abc", "gcs_endpoint": endpoint})) == [
@@ -618,8 +652,9 @@ def test_gcs_endpoint_must_be_a_url(endpoint: str) -> None:
 
 
 def test_gcs_type_metadata(service_account: str) -> None:
-    dest = parse_destination({"name": "n", "enabled": True, "type": "gcs", **_HMAC,
-                              "gcs_bucket_name": "abc"})
+    dest = parse_destination(
+        {"name": "n", "enabled": True, "type": "gcs", **_HMAC, "gcs_bucket_name": "abc"}
+    )
     dtype = dest.destination_type
     assert dtype.secret_fields == {"gcs_secret_key", "gcs_service_account_json"}
     assert dtype.masked_fields == ("gcs_access_key",)

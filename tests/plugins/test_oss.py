@@ -36,7 +36,7 @@ from destinations.testing import StoreConformance
 from destinations_oss import REGIONS, OssStore, default_endpoint, map_error, signing_region
 from tests.emulators.fixtures import OSS_BUCKET, OSS_CREDENTIALS
 from tests.emulators.oss_double import OssDouble, OssError
-from tests.emulators.servers import CountingProxy
+from tests.emulators.servers import CountingProxy, ProxyCounter
 
 ((ACCESS_KEY, SECRET_KEY),) = OSS_CREDENTIALS.items()
 REGION_ID = "oss-cn-hangzhou"  # the double signs V4 for "cn-hangzhou"
@@ -70,19 +70,12 @@ def oss_params(endpoint: str | None, **overrides: Any) -> dict[str, Any]:
 
 def raw_bucket(double: OssDouble, bucket: str = OSS_BUCKET) -> Any:
     """An independent oss2 client straight at the double (not through the store under test)."""
-    return oss2.Bucket(oss2.AuthV4(ACCESS_KEY, SECRET_KEY), double.endpoint, bucket,
-                       region=signing_region(REGION_ID))
-
-
-class _ProxyCounter:
-    def __init__(self, proxy: CountingProxy) -> None:
-        self._proxy = proxy
-
-    def reset(self) -> None:
-        self._proxy.reset()
-
-    def count(self) -> int:
-        return self._proxy.count
+    return oss2.Bucket(
+        oss2.AuthV4(ACCESS_KEY, SECRET_KEY),
+        double.endpoint,
+        bucket,
+        region=signing_region(REGION_ID),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +119,8 @@ class TestOssConformance(StoreConformance):
         return lambda prefix: [o.key for o in oss2.ObjectIterator(bucket, prefix=prefix)]
 
     @pytest.fixture
-    def request_counter(self, oss_proxy: CountingProxy) -> _ProxyCounter:
-        return _ProxyCounter(oss_proxy)
+    def request_counter(self, oss_proxy: CountingProxy) -> ProxyCounter:
+        return oss_proxy.counter()
 
 
 # --- fields -------------------------------------------------------------------------------
@@ -143,7 +136,10 @@ def test_type_metadata() -> None:
     dtype = destinations.get_type("oss")
     assert "oss" in destinations.available_types()
     assert dtype.required_fields == (
-        "oss_access_key", "oss_secret_key", "oss_bucket_name", "oss_region_id"
+        "oss_access_key",
+        "oss_secret_key",
+        "oss_bucket_name",
+        "oss_region_id",
     )
     assert set(dtype.optional_fields) == {"oss_path_prefix", "oss_endpoint"}
     assert dtype.secret_fields == {"oss_secret_key"}
@@ -216,8 +212,14 @@ def test_region_is_normalised() -> None:
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["ftp://oss.example.com", "oss-cn-hangzhou.aliyuncs.com", "https://", "https://h/a/path",
-     "https://h?x=1", "https://h:99999"],
+    [
+        "ftp://oss.example.com",
+        "oss-cn-hangzhou.aliyuncs.com",
+        "https://",
+        "https://h/a/path",
+        "https://h?x=1",
+        "https://h:99999",
+    ],
 )
 def test_invalid_endpoints(endpoint: str) -> None:
     assert list(field_errors(oss_endpoint=endpoint)) == ["oss_endpoint"]
@@ -286,8 +288,9 @@ class RecordingDouble(OssDouble):
         self.auth_headers.append(hdrs.get("authorization", ""))
         super().verify(method, bucket, key, params, hdrs)
 
-    def handle(self, method: str, bucket: str, key: str, params: Any, hdrs: Any,
-               body: bytes) -> Any:
+    def handle(
+        self, method: str, bucket: str, key: str, params: Any, hdrs: Any, body: bytes
+    ) -> Any:
         if bucket in self.canned:
             raise OssError(*self.canned[bucket])
         if self.fail_part is not None and params.get("partNumber") == str(self.fail_part):
@@ -296,15 +299,25 @@ class RecordingDouble(OssDouble):
 
 
 CANNED = {
-    "wrong-endpoint": (403, "AccessDenied", "The bucket you are attempting to access must be "
-                       "addressed using the specified endpoint. Please send all future "
-                       "requests to this endpoint."),
-    "moved-bucket": (301, "PermanentRedirect", "The bucket you are attempting to access must be "
-                     "addressed using the specified endpoint."),
+    "wrong-endpoint": (
+        403,
+        "AccessDenied",
+        "The bucket you are attempting to access must be "
+        "addressed using the specified endpoint. Please send all future "
+        "requests to this endpoint.",
+    ),
+    "moved-bucket": (
+        301,
+        "PermanentRedirect",
+        "The bucket you are attempting to access must be addressed using the specified endpoint.",
+    ),
     "denied-bucket": (403, "AccessDenied", "You have no right to access this object."),
     "broken-bucket": (500, "InternalError", "We encountered an internal error."),
-    "skewed-bucket": (403, "RequestTimeTooSkewed", "The difference between the request time "
-                      "and the current time is too large."),
+    "skewed-bucket": (
+        403,
+        "RequestTimeTooSkewed",
+        "The difference between the request time and the current time is too large.",
+    ),
 }
 
 
@@ -333,10 +346,12 @@ def test_requests_are_signed_v4_for_the_region(recording: RecordingDouble) -> No
 def test_small_put_is_one_request(recording: RecordingDouble) -> None:
     with open_store(recording.endpoint) as store:
         store.put("a/one.txt", io.BytesIO(b"hello"), size=5, content_type="text/plain")
-        store.put("a/pipe.txt", io.BufferedReader(io.BytesIO(b"piped")), size=None,
-                  content_type=None)
+        store.put(
+            "a/pipe.txt", io.BufferedReader(io.BytesIO(b"piped")), size=None, content_type=None
+        )
     assert [(m, p) for m, p, _ in recording.requests] == [
-        ("PUT", f"/{OSS_BUCKET}/a/one.txt"), ("PUT", f"/{OSS_BUCKET}/a/pipe.txt")
+        ("PUT", f"/{OSS_BUCKET}/a/one.txt"),
+        ("PUT", f"/{OSS_BUCKET}/a/pipe.txt"),
     ]
     assert recording.get(OSS_BUCKET, "a/pipe.txt") == b"piped"
 
@@ -385,8 +400,7 @@ def test_short_source_fails_fast_and_stores_nothing(recording: RecordingDouble) 
             store.put("short.txt", io.BytesIO(b"12345"), size=10, content_type=None)
         assert time.monotonic() - started < 2
         with pytest.raises(StoreError) as info2:
-            store.put("short-mp.bin", io.BytesIO(b"x" * 150_000), size=300_000,
-                      content_type=None)
+            store.put("short-mp.bin", io.BytesIO(b"x" * 150_000), size=300_000, content_type=None)
     assert info.value.provider_code == info2.value.provider_code == "IncompleteBody"
     # The request is cut before any body byte is sent. (The double stores b"" for a body cut
     # short of its Content-Length, where OSS stores nothing: accept either here.)
@@ -502,13 +516,34 @@ def _server_error(status: int, code: str, message: str, **extra: str) -> Any:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        (_server_error(403, "SignatureDoesNotMatch", "Invalid signing region in Authorization "
-                       "header.", EC="0002-00000228"), "wrong_region"),
-        (_server_error(400, "InvalidArgument", "Invalid signing region in Authorization header.",
-                       EC="0002-00000226"), "wrong_region"),
-        (_server_error(403, "AccessDenied", "The bucket you are attempting to access must be "
-                       "addressed using the specified endpoint.",
-                       Endpoint="oss-cn-beijing.aliyuncs.com"), "wrong_region"),
+        (
+            _server_error(
+                403,
+                "SignatureDoesNotMatch",
+                "Invalid signing region in Authorization header.",
+                EC="0002-00000228",
+            ),
+            "wrong_region",
+        ),
+        (
+            _server_error(
+                400,
+                "InvalidArgument",
+                "Invalid signing region in Authorization header.",
+                EC="0002-00000226",
+            ),
+            "wrong_region",
+        ),
+        (
+            _server_error(
+                403,
+                "AccessDenied",
+                "The bucket you are attempting to access must be "
+                "addressed using the specified endpoint.",
+                Endpoint="oss-cn-beijing.aliyuncs.com",
+            ),
+            "wrong_region",
+        ),
         (_server_error(403, "InvalidAccessKeyId", "no such key"), "invalid_credentials"),
         (_server_error(404, "NoSuchBucket", "missing"), "bucket_not_found"),
         (_server_error(503, "", ""), "provider_error"),

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from destinations import (
     Destination,
@@ -36,7 +35,13 @@ from destinations.plugin import MiB
 from destinations.testing import StoreConformance
 from destinations_s3 import S3ProtocolStore
 from tests.emulators.fixtures import MotoHandle
-from tests.emulators.servers import CountingProxy, free_port
+from tests.emulators.servers import (
+    CountingProxy,
+    ProxyCounter,
+    free_port,
+    s3_key_lister,
+    s3_object_reader,
+)
 from tests.plugins._http_stub import Reply, StubRequest, StubServer, s3_error
 
 
@@ -90,40 +95,6 @@ def raw(moto_server: MotoHandle) -> Any:
     client.close()
 
 
-def _reader(raw: Any, bucket: str) -> Callable[[str], bytes | None]:
-    def read(key: str) -> bytes | None:
-        try:
-            body: bytes = raw.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
-                return None
-            raise
-        return body
-
-    return read
-
-
-def _lister(raw: Any, bucket: str) -> Callable[[str], list[str]]:
-    def list_keys(prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in raw.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-        return keys
-
-    return list_keys
-
-
-class _ProxyCounter:
-    def __init__(self, proxy: CountingProxy) -> None:
-        self._proxy = proxy
-
-    def reset(self) -> None:
-        self._proxy.reset()
-
-    def count(self) -> int:
-        return self._proxy.count
-
-
 class _MotoConformance(StoreConformance):
     """Shared fixtures; subclasses say which type and region."""
 
@@ -159,15 +130,15 @@ class _MotoConformance(StoreConformance):
 
     @pytest.fixture
     def read_object(self, raw: Any, bucket: str) -> Callable[[str], bytes | None]:
-        return _reader(raw, bucket)
+        return s3_object_reader(raw, bucket)
 
     @pytest.fixture
     def list_keys(self, raw: Any, bucket: str) -> Callable[[str], list[str]]:
-        return _lister(raw, bucket)
+        return s3_key_lister(raw, bucket)
 
     @pytest.fixture
-    def request_counter(self, proxy: CountingProxy) -> _ProxyCounter:
-        return _ProxyCounter(proxy)
+    def request_counter(self, proxy: CountingProxy) -> ProxyCounter:
+        return proxy.counter()
 
 
 class TestS3Conformance(_MotoConformance):
@@ -245,16 +216,24 @@ def test_s3_bucket_names_accepted(bucket: str) -> None:
 @pytest.mark.parametrize("bucket", ["My_Bucket", "under_score", "a-b.c", "UPPER"])
 def test_s3compatible_is_lenient_about_bucket_names(bucket: str) -> None:
     parse_destination(
-        {**_BASE, "type": "s3compatible", "s3_bucket_name": bucket,
-         "s3_endpoint": "https://s3.example.com"}
+        {
+            **_BASE,
+            "type": "s3compatible",
+            "s3_bucket_name": bucket,
+            "s3_endpoint": "https://s3.example.com",
+        }
     )
 
 
 @pytest.mark.parametrize("bucket", ["ab", "x" * 64, "has space", "a/b", "ünï"])
 def test_s3compatible_bucket_rules(bucket: str) -> None:
     errors = _errors(
-        {**_BASE, "type": "s3compatible", "s3_bucket_name": bucket,
-         "s3_endpoint": "https://s3.example.com"}
+        {
+            **_BASE,
+            "type": "s3compatible",
+            "s3_bucket_name": bucket,
+            "s3_endpoint": "https://s3.example.com",
+        }
     )
     assert list(errors) == ["s3_bucket_name"]
 
@@ -262,7 +241,10 @@ def test_s3compatible_bucket_rules(bucket: str) -> None:
 def test_required_fields_are_named() -> None:
     errors = _errors({"name": "n", "enabled": True, "type": "s3compatible"})
     assert set(errors) == {
-        "s3_access_key_id", "s3_secret_access_key", "s3_bucket_name", "s3_endpoint"
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "s3_bucket_name",
+        "s3_endpoint",
     }
     assert all(msg == "required" for msg in errors.values())
     errors = _errors({**_BASE, "type": "s3", "s3_bucket_name": "abc", "s3_secret_access_key": ""})
@@ -291,16 +273,29 @@ def test_s3_endpoint_must_be_a_url(endpoint: str, fragment: str) -> None:
 
 
 def test_s3compatible_region_default_and_rules() -> None:
-    params = {**_BASE, "type": "s3compatible", "s3_bucket_name": "abc",
-              "s3_endpoint": "https://s3.example.com/"}
+    params = {
+        **_BASE,
+        "type": "s3compatible",
+        "s3_bucket_name": "abc",
+        "s3_endpoint": "https://s3.example.com/",
+    }
     dest = parse_destination(params)
     assert dest.settings.s3_region == "auto"  # type: ignore[attr-defined]
     assert dest.settings.s3_endpoint == "https://s3.example.com"  # type: ignore[attr-defined]
     for bad in ("eu west", "-eu", "eu_west_1", "1234"):
         assert list(_errors({**params, "s3_region": bad})) == ["s3_region"]
     # s3 has no region or endpoint field: its region is found from the bucket
-    assert set(_errors({**_BASE, "type": "s3", "s3_bucket_name": "abc", "s3_region": "x",
-                        "s3_endpoint": "https://x.example"})) == {"s3_region", "s3_endpoint"}
+    assert set(
+        _errors(
+            {
+                **_BASE,
+                "type": "s3",
+                "s3_bucket_name": "abc",
+                "s3_region": "x",
+                "s3_endpoint": "https://x.example",
+            }
+        )
+    ) == {"s3_region", "s3_endpoint"}
 
 
 def test_secret_never_in_repr_or_errors() -> None:
@@ -353,20 +348,28 @@ def _fail(dest: Destination) -> VerificationFailed:
 def test_unknown_access_key_is_invalid_credentials(
     moto_server: MotoHandle, bucket: str, proxy: CountingProxy
 ) -> None:
-    failure = _fail(parse_destination(
-        _s3compatible(moto_server, bucket, proxy.endpoint, s3_access_key_id="AKIANOSUCHKEY0000000")
-    ))
+    failure = _fail(
+        parse_destination(
+            _s3compatible(
+                moto_server, bucket, proxy.endpoint, s3_access_key_id="AKIANOSUCHKEY0000000"
+            )
+        )
+    )
     assert (failure.step, failure.code, failure.provider_code) == (
-        "put", "invalid_credentials", "InvalidAccessKeyId"
+        "put",
+        "invalid_credentials",
+        "InvalidAccessKeyId",
     )
 
 
 def test_wrong_secret_names_the_fields(
     moto_server: MotoHandle, bucket: str, proxy: CountingProxy
 ) -> None:
-    failure = _fail(parse_destination(
-        _s3compatible(moto_server, bucket, proxy.endpoint, s3_secret_access_key="x" * 40)
-    ))
+    failure = _fail(
+        parse_destination(
+            _s3compatible(moto_server, bucket, proxy.endpoint, s3_secret_access_key="x" * 40)
+        )
+    )
     assert failure.code == "invalid_credentials"
     assert failure.provider_code == "SignatureDoesNotMatch"
     assert "s3_access_key_id" in failure.message and "s3_secret_access_key" in failure.message
@@ -376,8 +379,14 @@ def test_bucket_policy_deny_is_access_denied(moto_server: MotoHandle, raw: Any) 
     name = _new_bucket(moto_server)
     policy = {
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-                       "Resource": f"arn:aws:s3:::{name}/*"}],
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{name}/*",
+            }
+        ],
     }
     raw.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
     failure = _fail(parse_destination(_s3compatible(moto_server, name, moto_server.endpoint)))
@@ -448,8 +457,9 @@ def _opened(moto: MotoHandle, bucket: str, endpoint: str, **options: Any) -> Any
 
 
 def test_options_reach_the_client(moto_server: MotoHandle, bucket: str) -> None:
-    with _opened(moto_server, bucket, moto_server.endpoint, timeout=7.5, retries=3,
-                 max_connections=4) as store:
+    with _opened(
+        moto_server, bucket, moto_server.endpoint, timeout=7.5, retries=3, max_connections=4
+    ) as store:
         config = store._client.meta.config
         assert (config.connect_timeout, config.read_timeout) == (7.5, 7.5)
         assert config.retries == {"total_max_attempts": 4, "mode": "standard"}
@@ -463,8 +473,12 @@ def test_options_reach_the_client(moto_server: MotoHandle, bucket: str) -> None:
 def test_retries_are_exactly_what_core_allows(retries: int, attempts: int) -> None:
     with StubServer(lambda r: s3_error(503, "SlowDown")) as stub:
         store = S3ProtocolStore(
-            bucket="abc", access_key_id="AKIA0000", secret_access_key="secret",
-            endpoint_url=stub.endpoint, region="auto", addressing_style="path",
+            bucket="abc",
+            access_key_id="AKIA0000",
+            secret_access_key="secret",
+            endpoint_url=stub.endpoint,
+            region="auto",
+            addressing_style="path",
             options=StoreOptions(retries=retries),
         )
         with store, pytest.raises(StoreError) as info:
@@ -477,8 +491,7 @@ def test_s3compatible_sends_no_checksum_headers_and_uses_path_style() -> None:
     with StubServer(lambda r: (200, {}, b"")) as stub:
         host_endpoint = stub.endpoint.replace("127.0.0.1", "localhost")
         dest = parse_destination(
-            {**_BASE, "type": "s3compatible", "s3_bucket_name": "abc",
-             "s3_endpoint": host_endpoint}
+            {**_BASE, "type": "s3compatible", "s3_bucket_name": "abc", "s3_endpoint": host_endpoint}
         )
         with open_store(dest) as store:
             store.put("dir/k.txt", io.BytesIO(b"hello"), size=5, content_type="text/plain")
@@ -489,11 +502,16 @@ def test_s3compatible_sends_no_checksum_headers_and_uses_path_style() -> None:
     assert request.signing_region == "auto"
 
 
-def test_threshold_boundary(moto_server: MotoHandle, bucket: str, proxy: CountingProxy,
-                            read_back: Callable[[str], bytes | None]) -> None:
+def test_threshold_boundary(
+    moto_server: MotoHandle,
+    bucket: str,
+    proxy: CountingProxy,
+    read_back: Callable[[str], bytes | None],
+) -> None:
     threshold = 5 * MiB
-    with _opened(moto_server, bucket, proxy.endpoint, multipart_threshold=threshold,
-                 part_size=5 * MiB) as store:
+    with _opened(
+        moto_server, bucket, proxy.endpoint, multipart_threshold=threshold, part_size=5 * MiB
+    ) as store:
         below = os.urandom(threshold - 1)
         proxy.reset()
         store.put("t/below.bin", io.BytesIO(below), size=len(below), content_type=None)
@@ -513,11 +531,12 @@ def test_threshold_boundary(moto_server: MotoHandle, bucket: str, proxy: Countin
 
 @pytest.fixture
 def read_back(raw: Any, bucket: str) -> Callable[[str], bytes | None]:
-    return _reader(raw, bucket)
+    return s3_object_reader(raw, bucket)
 
 
-def test_size_mismatch_writes_nothing(moto_server: MotoHandle, bucket: str,
-                                      read_back: Callable[[str], bytes | None]) -> None:
+def test_size_mismatch_writes_nothing(
+    moto_server: MotoHandle, bucket: str, read_back: Callable[[str], bytes | None]
+) -> None:
     with _opened(moto_server, bucket, moto_server.endpoint) as store:
         for announced in (3, 10):
             with pytest.raises(StoreError) as info:
@@ -526,12 +545,17 @@ def test_size_mismatch_writes_nothing(moto_server: MotoHandle, bucket: str,
     assert read_back("t/mismatch") is None
 
 
-def test_store_is_reusable_by_other_plugins(moto_server: MotoHandle, bucket: str,
-                                            read_back: Callable[[str], bytes | None]) -> None:
+def test_store_is_reusable_by_other_plugins(
+    moto_server: MotoHandle, bucket: str, read_back: Callable[[str], bytes | None]
+) -> None:
     store = S3ProtocolStore(
-        bucket=bucket, access_key_id=moto_server.access_key_id,
-        secret_access_key=moto_server.secret_access_key, endpoint_url=moto_server.endpoint,
-        region="auto", addressing_style="path", checksums="when_required",
+        bucket=bucket,
+        access_key_id=moto_server.access_key_id,
+        secret_access_key=moto_server.secret_access_key,
+        endpoint_url=moto_server.endpoint,
+        region="auto",
+        addressing_style="path",
+        checksums="when_required",
         options=StoreOptions(),
     )
     with store:
@@ -575,7 +599,8 @@ def test_s3_follows_the_bucket_to_its_region_then_goes_there_directly(
         stub.reset()
         verify(dest, timeout=30)  # a new store: the learned region costs no extra request
         assert [(r.method, r.signing_region) for r in stub.requests] == [
-            ("PUT", "eu-west-1"), ("DELETE", "eu-west-1")
+            ("PUT", "eu-west-1"),
+            ("DELETE", "eu-west-1"),
         ]
 
 
@@ -586,7 +611,9 @@ def test_s3_unknown_region_is_wrong_region(monkeypatch: pytest.MonkeyPatch) -> N
         # botocore asks HeadBucket once; the store stops it from asking again and again
         assert [r.method for r in stub.requests] == ["PUT", "HEAD"]
     assert (failure.step, failure.code, failure.provider_code) == (
-        "put", "wrong_region", "PermanentRedirect"
+        "put",
+        "wrong_region",
+        "PermanentRedirect",
     )
     assert "did not say which region" in failure.message
 
@@ -596,10 +623,17 @@ def test_s3compatible_wrong_region_names_the_region() -> None:
         return s3_error(301, "PermanentRedirect", Region="eu-central-1")
 
     with StubServer(always_redirect) as stub:
-        failure = _fail(parse_destination(
-            {**_BASE, "type": "s3compatible", "s3_bucket_name": "abc",
-             "s3_endpoint": stub.endpoint, "s3_region": "us-east-1"}
-        ))
+        failure = _fail(
+            parse_destination(
+                {
+                    **_BASE,
+                    "type": "s3compatible",
+                    "s3_bucket_name": "abc",
+                    "s3_endpoint": stub.endpoint,
+                    "s3_region": "us-east-1",
+                }
+            )
+        )
     assert failure.code == "wrong_region"
     assert "'eu-central-1'" in failure.message and "s3_region" in failure.message
 
