@@ -34,20 +34,25 @@ def _bad_chars(value: str, allowed: re.Pattern[str]) -> str:
     return ", ".join(repr(c) for c in bad[:5])
 
 
-def check_aws_bucket_name(field: str, value: str) -> str:
-    """Amazon S3's rules for general purpose bucket names."""
+def _bucket_shape(field: str, value: str, allowed: re.Pattern[str], described: str) -> str:
+    """The checks every bucket name gets: present, 3-63 characters, only ``allowed`` ones."""
     name = value.strip()
     if not name:
         raise InvalidDestination({field: "required"})
     if not 3 <= len(name) <= 63:
         raise InvalidDestination({field: f"must be 3 to 63 characters long, not {len(name)}"})
-    if not _AWS_BUCKET_CHARS.fullmatch(name):
+    if not allowed.fullmatch(name):
         raise InvalidDestination(
-            {
-                field: "may contain only lowercase letters, digits, dots and hyphens "
-                f"(found {_bad_chars(name, _AWS_BUCKET_CHARS)})"
-            }
+            {field: f"may contain only {described} (found {_bad_chars(name, allowed)})"}
         )
+    return name
+
+
+def check_aws_bucket_name(field: str, value: str) -> str:
+    """Amazon S3's rules for general purpose bucket names."""
+    name = _bucket_shape(
+        field, value, _AWS_BUCKET_CHARS, "lowercase letters, digits, dots and hyphens"
+    )
     if not (name[0].isalnum() and name[-1].isalnum()):
         raise InvalidDestination({field: "must start and end with a letter or a digit"})
     if ".." in name:
@@ -72,19 +77,9 @@ def check_aws_bucket_name(field: str, value: str) -> str:
 
 def check_lenient_bucket_name(field: str, value: str) -> str:
     """What S3-compatible providers broadly accept; each applies its own stricter rules."""
-    name = value.strip()
-    if not name:
-        raise InvalidDestination({field: "required"})
-    if not 3 <= len(name) <= 63:
-        raise InvalidDestination({field: f"must be 3 to 63 characters long, not {len(name)}"})
-    if not _LENIENT_BUCKET_CHARS.fullmatch(name):
-        raise InvalidDestination(
-            {
-                field: "may contain only letters, digits, dots, hyphens and underscores "
-                f"(found {_bad_chars(name, _LENIENT_BUCKET_CHARS)})"
-            }
-        )
-    return name
+    return _bucket_shape(
+        field, value, _LENIENT_BUCKET_CHARS, "letters, digits, dots, hyphens and underscores"
+    )
 
 
 def check_access_key_id(field: str, value: str) -> str:
