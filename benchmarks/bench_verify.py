@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from _common import Row, median, ms, write
 
 import destinations
 from destinations import parse_destination, verify
+from tests.emulators.gcs_auth import TokenServer, new_key, service_account_json
 from tests.emulators.oss_double import OssDouble
 from tests.emulators.servers import (
     AZURITE_ACCOUNT_KEY,
@@ -279,74 +278,6 @@ def raw_oss(key_id: str, secret: str, bucket: str, endpoint: str) -> Raw:
     )
 
 
-# -- a loopback OAuth token endpoint for the service-account path ----------------------------
-
-
-class TokenServer:
-    """Answers every JWT-bearer grant with a token (the emulator checks none)."""
-
-    def __init__(self) -> None:
-        self.issued = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.issued += 1
-                body = json.dumps(
-                    {
-                        "access_token": secrets.token_urlsafe(24),
-                        "expires_in": 3600,
-                        "token_type": "Bearer",
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def service_account_json(token_uri: str, project: str) -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return json.dumps(
-        {
-            "type": "service_account",
-            "project_id": project,
-            "private_key_id": uuid.uuid4().hex,
-            "private_key": pem,
-            "client_email": f"bench@{project}.iam.gserviceaccount.com",
-            "client_id": "1",
-            "token_uri": token_uri,
-        }
-    )
-
-
 # -- the cases ---------------------------------------------------------------------------------
 
 
@@ -436,7 +367,12 @@ def cases(only: set[str] | None) -> Iterator[list[Case]]:
             tokens = TokenServer()
             stack.callback(tokens.stop)
             project = "bench-project"
-            key_json = service_account_json(tokens.url, project)
+            email = f"bench@{project}.iam.gserviceaccount.com"
+            key = new_key()
+            tokens.public_keys[email] = key.public_key()
+            key_json = service_account_json(
+                key, f"{tokens.url}/token", project=project, client_email=email
+            )
             # One credentials object (one token) for all raw clients, as the plugin caches its.
             creds = service_account.Credentials.from_service_account_info(
                 json.loads(key_json),

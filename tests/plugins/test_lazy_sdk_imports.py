@@ -12,8 +12,8 @@ import sys
 import textwrap
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.emulators.gcs_auth import new_key, service_account_json
 
 SDK_MODULES = (
     "boto3",
@@ -38,24 +38,7 @@ def loaded_sdks():
 
 
 def _service_account_json() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return json.dumps(
-        {
-            "type": "service_account",
-            "project_id": "lazy-imports",
-            "private_key_id": "0123456789abcdef",
-            "private_key": pem,
-            "client_email": "lazy@lazy-imports.iam.gserviceaccount.com",
-            "client_id": "1234567890",
-            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-            "token_uri": "https://oauth2.googleapis.com/token",
-        }
-    )
+    return service_account_json(new_key(), "https://oauth2.googleapis.com/token")
 
 
 def _valid_params() -> dict[str, dict[str, object]]:
