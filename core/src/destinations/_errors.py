@@ -18,7 +18,7 @@ from request headers or credentials.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final, Literal
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "StoreError",
     "UnknownType",
     "VerificationFailed",
+    "exception_chain",
 ]
 
 ErrorCode = Literal[
@@ -177,3 +178,26 @@ class VerificationFailed(DestinationsError):
         self.provider_code = provider_code
         self.probe_left = probe_left
         super().__init__(f"verification failed at step {step!r} ({code}): {message}")
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps, each once: ``__cause__``, ``__context__``, and
+    what SDKs hide in ``reason`` (urllib3), ``inner_exception`` (azure-core), ``exception``
+    (oss2) and ``args``. For mapping an SDK error by what is underneath it."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            getattr(current, "inner_exception", None),
+            getattr(current, "exception", None),
+            *current.args,
+        )
+        todo.extend(e for e in nested if isinstance(e, BaseException))

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
-from ._errors import EndpointNotAllowed, InvalidDestination
+from ._errors import EndpointNotAllowed, InvalidDestination, exception_chain
 
 __all__ = [
     "ALLOW_PRIVATE_ENDPOINTS_ENV",
@@ -269,23 +269,9 @@ def check_endpoint_scheme(field: str, url: str) -> None:
 
 
 def find_refusal(exc: BaseException) -> EndpointNotAllowed | None:
-    """The :class:`EndpointNotAllowed` behind ``exc``, however an SDK wrapped it (causes,
-    contexts, ``reason``, ``inner_exception``, ``args``), or ``None``."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
+    """The :class:`EndpointNotAllowed` behind ``exc``, however an SDK wrapped it
+    (:func:`~destinations.plugin.exception_chain`), or ``None``."""
+    for current in exception_chain(exc):
         if isinstance(current, EndpointNotAllowed):
             return current
-        nested = (
-            current.__cause__,
-            current.__context__,
-            getattr(current, "reason", None),
-            getattr(current, "inner_exception", None),
-            *current.args,
-        )
-        todo.extend(e for e in nested if isinstance(e, BaseException))
     return None

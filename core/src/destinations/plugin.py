@@ -14,7 +14,7 @@ from functools import cached_property
 import pluggy
 from pydantic import BaseModel, SecretStr
 
-from ._errors import EndpointNotAllowed, InvalidDestination, StoreError
+from ._errors import EndpointNotAllowed, InvalidDestination, StoreError, exception_chain
 from ._guard import (
     check_endpoint_url,
     check_host,
@@ -37,6 +37,7 @@ __all__ = [
     "StoreOptions",
     "check_endpoint_url",
     "check_host",
+    "exception_chain",
     "find_refusal",
     "guarded_create_connection",
     "hookimpl",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +26,7 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
+    exception_chain,
     find_refusal,
     open_source,
     source_size,
@@ -175,31 +175,10 @@ def _error_code(exc: HttpResponseError) -> str | None:
     return str(getattr(parsed, "value", parsed))
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps: azure ``inner_exception``, ``__cause__``, requests'
-    and urllib3's wrapped reasons."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        nested = [
-            getattr(current, "inner_exception", None),
-            getattr(current, "reason", None),
-            current.__cause__,
-            current.__context__,
-            *current.args,
-        ]
-        todo.extend(e for e in nested if isinstance(e, BaseException))
-
-
 def _is_tls(exc: BaseException) -> bool:
     return any(
         isinstance(e, (ssl.SSLError, ssl.CertificateError, requests.exceptions.SSLError))
-        for e in _causes(exc)
+        for e in exception_chain(exc)
     )
 
 
@@ -211,7 +190,7 @@ def _is_timeout(exc: BaseException) -> bool:
         socket.timeout,
         TimeoutError,
     )
-    return any(isinstance(e, timeouts) for e in _causes(exc))
+    return any(isinstance(e, timeouts) for e in exception_chain(exc))
 
 
 _AUTH_FAILED = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo"})

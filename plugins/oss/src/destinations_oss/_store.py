@@ -23,6 +23,7 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
+    exception_chain,
     find_refusal,
     open_source,
 )
@@ -236,28 +237,8 @@ def _brief(exc: BaseException) -> str:
     return f"{code}" if isinstance(code, str) and code else type(exc).__name__
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps (causes, contexts, urllib3 reasons, exception args)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        linked = [
-            e.__cause__,
-            e.__context__,
-            getattr(e, "reason", None),
-            getattr(e, "exception", None),
-            *e.args,
-        ]
-        todo.extend(x for x in linked if isinstance(x, BaseException))
-
-
 def _connection_error(exc: BaseException, host: str) -> StoreError:
-    chain = list(_causes(exc))
+    chain = list(exception_chain(exc))
     name = type(exc).__name__
 
     def has(*types: type[BaseException]) -> bool:
