@@ -19,7 +19,13 @@ from typing import Any
 
 import click
 
-from ._cli_common import database_url_option, load_stored, param_option, parse_or_exit
+from ._cli_common import (
+    database_url_option,
+    fail_verification,
+    load_stored,
+    param_option,
+    parse_or_exit,
+)
 from ._errors import VerificationFailed
 from ._spec import Destination
 from ._verify import VerificationReport, verify
@@ -260,11 +266,7 @@ def verify_command(
                 destination, cycles=cycles, concurrency=concurrency, timeout=timeout
             )
     except VerificationFailed as exc:
-        click.echo(f"verification failed: step={exc.step} code={exc.code}", err=True)
-        if exc.provider_code:
-            click.echo(f"provider code: {exc.provider_code}", err=True)
-        click.echo(exc.message, err=True)
-        sys.exit(1)
+        fail_verification(exc)
     data = json.dumps(result.to_json(), indent=2)
     if json_out == "-":
         click.echo(data)

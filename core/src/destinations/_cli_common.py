@@ -11,12 +11,13 @@ from typing import Any, NoReturn
 
 import click
 
-from ._errors import DestinationsError, InvalidDestination
+from ._errors import DestinationsError, InvalidDestination, VerificationFailed
 from ._spec import Destination, parse_destination
 
 __all__ = [
     "database_url_option",
     "fail_input",
+    "fail_verification",
     "load_params",
     "load_stored",
     "param_option",
@@ -75,6 +76,15 @@ def fail_input(exc: DestinationsError, heading: str = "invalid destination:") ->
     else:
         click.echo(f"error: {exc}", err=True)
     sys.exit(2)
+
+
+def fail_verification(exc: VerificationFailed) -> NoReturn:
+    """Print the failed step, code, provider code and what to fix, and exit 1."""
+    click.echo(f"verification failed: step={exc.step} code={exc.code}", err=True)
+    if exc.provider_code:
+        click.echo(f"provider code: {exc.provider_code}", err=True)
+    click.echo(exc.message, err=True)
+    sys.exit(1)
 
 
 def parse_or_exit(

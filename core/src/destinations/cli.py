@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from ._cli_common import database_url_option, load_stored, param_option, parse_or_exit
+from ._cli_common import (
+    database_url_option,
+    fail_verification,
+    load_stored,
+    param_option,
+    parse_or_exit,
+)
 from ._errors import PluginLoadError, VerificationFailed
 from ._plugins import available_types, get_type
 from ._spec import COMMON_FIELDS
@@ -77,11 +83,7 @@ def verify(params: tuple[str, ...], json_file: str | None, timeout: float) -> No
     try:
         report = verify_destination(destination, timeout=timeout)
     except VerificationFailed as exc:
-        click.echo(f"verification failed: step={exc.step} code={exc.code}", err=True)
-        if exc.provider_code:
-            click.echo(f"provider code: {exc.provider_code}", err=True)
-        click.echo(exc.message, err=True)
-        sys.exit(1)
+        fail_verification(exc)
     click.echo(
         f"verified {destination.type} destination: probe {report.probe_key} "
         f"put {report.put_seconds * 1000:.1f} ms, delete {report.delete_seconds * 1000:.1f} ms, "
