@@ -7,10 +7,13 @@ The tree::
     │   ├── InvalidTemplate                    bad path template; .position, .template
     │   └── UnknownType                        no installed plugin provides the type
     ├── PluginLoadError (also ImportError)     a plugin failed to import; names the distribution
-    ├── StoreError                             a storage call failed; .code, .provider_code
+    ├── StoreError                             a storage call failed; .code, .transient
+    │   │                                      (also TimeoutError / PermissionError /
+    │   │                                      ConnectionError where the code fits)
     │   ├── EndpointNotAllowed                 the endpoint guard refused a connection
     │   └── ObjectKeyTooLong (also ValueError) an object key over 1024 UTF-8 bytes
-    └── VerificationFailed                     verify-then-commit refused; .step, .code
+    ├── SecretsUnreadable                      stored secrets cannot be decrypted with any key
+    └── VerificationFailed                     verify-then-commit refused; .step, .error
 
 No message ever contains a secret: stores build theirs from codes and field names, never
 from request headers or credentials.
@@ -19,7 +22,7 @@ from request headers or credentials.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Final, Literal
+from typing import Final, Literal, Self
 
 __all__ = [
     "CODES",
@@ -30,6 +33,7 @@ __all__ = [
     "InvalidTemplate",
     "ObjectKeyTooLong",
     "PluginLoadError",
+    "SecretsUnreadable",
     "StoreError",
     "UnknownType",
     "VerificationFailed",
@@ -110,20 +114,118 @@ class StoreError(DestinationsError):
     """A storage operation failed.
 
     ``code`` is one of :data:`CODES`. ``provider_code`` carries the provider's own error code
-    (``SignatureDoesNotMatch``, ``ContainerNotFound``…) when there is one.
+    (``SignatureDoesNotMatch``, ``ContainerNotFound``…) when there is one; ``status`` the
+    HTTP status the provider answered with, when there was one.
+
+    ``transient`` says whether another attempt may succeed. The plugin's error mapper
+    decides it (it knows its provider's throttling and server-busy codes); when it leaves
+    ``None``, one generic rule applies that knows no provider: ``timeout`` and
+    ``endpoint_unreachable`` are transient, an HTTP ``status`` of 408, 429 or 5xx is
+    transient, everything else is permanent. Delivery, the Celery task and the file fetcher
+    all read this one flag.
+
+    Where a builtin exception fits, the error is also that builtin, keeping ``.code``: a
+    ``timeout`` is also a :class:`TimeoutError`, ``access_denied`` and
+    ``invalid_credentials`` also a :class:`PermissionError`, ``endpoint_unreachable`` also a
+    :class:`ConnectionError`.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, provider_code: str | None = None):
+    code: ErrorCode
+    provider_code: str | None
+    status: int | None
+    message: str
+
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        if cls is StoreError:
+            code = args[0] if args else kwargs.get("code")
+            builtin = _BUILTIN_KINDS.get(code) if isinstance(code, str) else None
+            if builtin is not None:
+                return super(StoreError, builtin).__new__(builtin)  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        provider_code: str | None = None,
+        status: int | None = None,
+        transient: bool | None = None,
+    ) -> None:
         if code not in CODES:
             raise ValueError(f"unknown error code {code!r}; expected one of {sorted(CODES)}")
-        self.code: ErrorCode = code
-        self.provider_code = provider_code
-        self.message = message
         super().__init__(message)
+        self.args = (message,)
+        self.code = code
+        self.provider_code = provider_code
+        self.status = status
+        self.message = message
+        self._transient = transient
+
+    @property
+    def transient(self) -> bool:
+        """Whether another attempt may succeed (the plugin's word, else the generic rule)."""
+        if self._transient is not None:
+            return self._transient
+        if self.code in _TRANSIENT_CODES:
+            return True
+        status = self.status
+        return status is not None and (status in (408, 429) or 500 <= status <= 599)
 
     def __str__(self) -> str:
         suffix = f" [{self.provider_code}]" if self.provider_code else ""
         return f"{self.code}: {self.message}{suffix}"
+
+    def __repr__(self) -> str:
+        return f"StoreError({self.code!r}, {self.message!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_store_error,
+            (self.code, self.message, self.provider_code, self.status, self._transient),
+        )
+
+
+def _rebuild_store_error(
+    code: ErrorCode,
+    message: str,
+    provider_code: str | None,
+    status: int | None,
+    transient: bool | None,
+) -> StoreError:
+    return StoreError(
+        code, message, provider_code=provider_code, status=status, transient=transient
+    )
+
+
+#: Codes that are transient unless the plugin says otherwise.
+_TRANSIENT_CODES: Final[frozenset[str]] = frozenset({"timeout", "endpoint_unreachable"})
+
+
+class _StoreTimeout(StoreError, TimeoutError):
+    """A ``timeout`` StoreError (also a :class:`TimeoutError`)."""
+
+
+class _StorePermission(StoreError, PermissionError):
+    """An ``access_denied``/``invalid_credentials`` StoreError (also a PermissionError)."""
+
+
+class _StoreUnreachable(StoreError, ConnectionError):
+    """An ``endpoint_unreachable`` StoreError (also a :class:`ConnectionError`)."""
+
+
+for _kind in (_StoreTimeout, _StorePermission, _StoreUnreachable):
+    _kind.__module__ = "destinations"
+    _kind.__str__ = StoreError.__str__  # type: ignore[method-assign]
+    _kind.__reduce__ = StoreError.__reduce__  # type: ignore[method-assign]
+    _kind.__repr__ = StoreError.__repr__  # type: ignore[method-assign]
+
+_BUILTIN_KINDS: Final[dict[str, type[StoreError]]] = {
+    "timeout": _StoreTimeout,
+    "access_denied": _StorePermission,
+    "invalid_credentials": _StorePermission,
+    "endpoint_unreachable": _StoreUnreachable,
+}
 
 
 class EndpointNotAllowed(StoreError):
@@ -157,27 +259,47 @@ class ObjectKeyTooLong(StoreError, ValueError):
 class VerificationFailed(DestinationsError):
     """Writing or deleting the probe object failed, so the change was not committed.
 
-    ``step`` is ``"put"`` or ``"delete"``; ``code`` is one of :data:`CODES`; ``probe_key``
-    is where the probe was written; ``probe_left`` says whether it may still be there.
+    ``step`` is ``"put"`` or ``"delete"``; ``error`` is the :class:`StoreError` the step
+    failed with (``code``, ``message``, ``provider_code`` and ``status`` read through to it);
+    ``probe_key`` is where the probe was written; ``probe_left`` says whether it may still be
+    there. ``message`` may add what to do about a probe left behind.
     """
 
     def __init__(
         self,
         step: Step,
-        code: ErrorCode,
-        message: str,
+        error: StoreError,
         *,
         probe_key: str,
-        provider_code: str | None = None,
         probe_left: bool = False,
+        message: str | None = None,
     ) -> None:
         self.step: Step = step
-        self.code: ErrorCode = code
-        self.message = message
+        self.error = error
+        self.message = error.message if message is None else message
         self.probe_key = probe_key
-        self.provider_code = provider_code
         self.probe_left = probe_left
-        super().__init__(f"verification failed at step {step!r} ({code}): {message}")
+        super().__init__(f"verification failed at step {step!r} ({error.code}): {self.message}")
+
+    @property
+    def code(self) -> ErrorCode:
+        return self.error.code
+
+    @property
+    def provider_code(self) -> str | None:
+        return self.error.provider_code
+
+    @property
+    def status(self) -> int | None:
+        return self.error.status
+
+
+class SecretsUnreadable(DestinationsError):
+    """Stored secrets cannot be decrypted with any configured encryption key.
+
+    The message names where the keys come from (a key file or an environment variable) and
+    what to do; it never contains a key or a secret.
+    """
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

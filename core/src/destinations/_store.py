@@ -6,7 +6,7 @@ import abc
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, Self, TypeAlias
 
@@ -53,11 +53,30 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+    def put(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int | None,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         """Write ``source`` to ``key``, replacing any object there.
 
         ``source`` is a path or a binary stream; it is never read whole into memory. From
         ``StoreOptions.multipart_threshold`` on (or with ``size=None``), upload in parts.
+
+        ``content_type`` and ``content_encoding`` are stored as the object's Content-Type
+        and Content-Encoding; ``metadata`` (``str -> str``) as user metadata
+        (``x-amz-meta-*``, ``x-goog-meta-*``, ``x-ms-meta-*``, ``x-oss-meta-*``). Say in
+        your plugin's README how they are stored and what limits apply.
+
+        Report bytes as they are sent through :func:`destinations.plugin.upload_progress`
+        (and set ``DestinationType.reports_progress``), or let core count what you read.
+        Raise :class:`~destinations.StoreError`; set its ``transient`` when you know
+        whether another attempt may succeed.
         """
 
     @abc.abstractmethod

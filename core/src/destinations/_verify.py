@@ -65,13 +65,18 @@ def _store_failure(
     step: str, exc: BaseException, destination: Destination, probe_key: str
 ) -> VerificationFailed:
     if isinstance(exc, StoreError):
-        code, message, provider_code = exc.code, exc.message, exc.provider_code
+        error = exc
     else:
         # Unmapped exceptions may echo request details; keep only the type in the message
         # and chain the original for the embedding service's own debugging.
-        code, provider_code = "provider_error", type(exc).__name__
-        message = f"the {destination.type} plugin raised an unexpected {type(exc).__name__}"
+        name = type(exc).__name__
+        error = StoreError(
+            "provider_error",
+            f"the {destination.type} plugin raised an unexpected {name}",
+            provider_code=name,
+        )
     left = step == "delete"
+    message = error.message
     if left:
         message += (
             f". The probe object was left at {probe_key!r}: delete it by hand, and give the "
@@ -80,11 +85,10 @@ def _store_failure(
         )
     return VerificationFailed(
         step,  # type: ignore[arg-type]
-        code,
-        message,
+        error,
         probe_key=probe_key,
-        provider_code=provider_code,
         probe_left=left,
+        message=message,
     )
 
 
@@ -122,9 +126,11 @@ def verify(
         where = f"; a probe object may have been left at {probe_key!r}" if step == "delete" else ""
         raise VerificationFailed(
             step,  # type: ignore[arg-type]
-            "timeout",
-            f"no answer within {timeout:g} s during the {step} step; check that the endpoint "
-            f"is reachable from this server{where}",
+            StoreError(
+                "timeout",
+                f"no answer within {timeout:g} s during the {step} step; check that the "
+                f"endpoint is reachable from this server{where}",
+            ),
             probe_key=probe_key,
             probe_left=step == "delete",
         )

@@ -4,15 +4,18 @@ Registered through core's own entry point, exactly as a third-party plugin is. W
 atomic: data goes to a hidden temporary file beside the target, then ``os.replace`` moves it
 into place, so a reader never sees half a file. (No fsync: a crash may lose a just-written
 file, but never leaves a partial one under the final name.)
+
+A directory has no object metadata: ``content_type``, ``content_encoding`` and ``metadata``
+given to ``put`` are accepted and not stored (the file's bytes are written exactly as given,
+so a compressed file stays compressed on disk).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -26,6 +29,7 @@ from .plugin import (
     StoreOptions,
     hookimpl,
     open_source,
+    upload_progress,
 )
 
 __all__ = ["LocalFields", "LocalStore", "destinations_register_types"]
@@ -75,14 +79,26 @@ class LocalStore(Store):
                 "local_directory",
             )
 
-    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+    def put(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int | None,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         target = self._path(key)
         self._check_root()
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        progress = upload_progress()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open_source(source) as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+                    progress(len(chunk))
                 written = out.tell()
             if size is not None and written != size:
                 raise StoreError(
@@ -128,5 +144,6 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             open_store=LocalStore,
             prefix_field="local_path_prefix",
             description="A directory on the machine running the service.",
+            reports_progress=True,
         )
     )

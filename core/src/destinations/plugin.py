@@ -23,6 +23,7 @@ from ._guard import (
     private_endpoints_allowed,
     refuse_plain_http,
 )
+from ._progress import ProgressCallback, upload_progress
 from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "EndpointNotAllowed",
     "InvalidDestination",
     "MiB",
+    "ProgressCallback",
     "SecretStr",
     "Source",
     "Store",
@@ -46,6 +48,7 @@ __all__ = [
     "read_exactly",
     "refuse_plain_http",
     "source_size",
+    "upload_progress",
 ]
 
 hookimpl = pluggy.HookimplMarker("destinations")
@@ -68,6 +71,9 @@ class DestinationType:
     ``masked_fields``: non-secret identifiers (access key ids) shown only by their last four
     characters. ``endpoint_fields``: user-supplied URLs, subject to the endpoint guard.
 
+    ``reports_progress``: the store reports bytes sent through :func:`upload_progress`
+    (SDK progress callbacks); when false, delivery counts the bytes the store reads.
+
     The endpoint guard (DESIGN.md "Persistence and security") is enforced when a connection
     is made: route every socket connect of the SDK's HTTP stack through
     :func:`guarded_create_connection` (it resolves, refuses loopback, private, link-local,
@@ -82,6 +88,7 @@ class DestinationType:
     description: str = ""
     masked_fields: tuple[str, ...] = ()
     endpoint_fields: tuple[str, ...] = ()
+    reports_progress: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier() or self.name != self.name.lower():
