@@ -1,0 +1,133 @@
+"""Configuration read from the environment, in one typed object.
+
+Use it as::
+
+    from destinations._settings import settings
+
+    settings().allow_private_endpoints   # DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS
+    settings().database_url              # DESTINATIONS_DATABASE_URL
+
+Every variable is ``DESTINATIONS_`` + the field name in capitals; an empty value counts as
+unset. :func:`settings` is fresh and cheap: it compares the current values of the variables
+below with those the cached object was built from (one ``os.environ`` lookup per field,
+about 4 µs in all; a rebuild costs about 0.25 ms) and rebuilds only when one changed, so a
+variable changed at runtime (a test's ``monkeypatch.setenv``, an operator's ``os.environ``)
+applies to the next call. It is safe to call on every connection.
+
+Arguments given in code (``create_app(database_url=...)``, ``--database-url``) win over
+these. A value that does not parse raises :class:`InvalidSettings` naming the variable
+(never echoing the value: it may be a secret).
+
+``DESTINATIONS_DISABLE_PLUGINS`` is not here: the plugin host reads it itself, because
+listing the installed types must import neither pydantic nor pluggy.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import AliasGenerator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._errors import DestinationsError
+
+__all__ = ["ENV_PREFIX", "InvalidSettings", "Settings", "env_name", "settings"]
+
+ENV_PREFIX: Final = "DESTINATIONS_"
+DEFAULT_DATABASE_URL: Final = "sqlite:///destinations.db"
+DEFAULT_QUEUE: Final = "destinations"
+
+
+def _switch(value: object) -> object:
+    """``1`` or ``true`` (any case, spaces around) turn a switch on; anything else is off,
+    as the guard has always read it (an unknown word never lifts a protection)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true")
+    return value
+
+
+Switch = Annotated[bool, BeforeValidator(_switch)]
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a :class:`Settings` field."""
+    return ENV_PREFIX + field.upper()
+
+
+class InvalidSettings(DestinationsError, ValueError):
+    """An environment variable has a value that does not parse; the message names it."""
+
+
+class Settings(BaseSettings):
+    """What the library, the API, the workers and the CLI read from the environment."""
+
+    # Exact names: each field's variable is its alias, matched case-sensitively, so
+    # :func:`settings` knows precisely which variables to watch.
+    model_config = SettingsConfigDict(
+        alias_generator=AliasGenerator(validation_alias=env_name),
+        populate_by_name=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    #: SQLAlchemy URL of the API's database (also read by the workers and the CLI). Kept out
+    #: of the repr: it may hold a password.
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
+    #: Fernet keys, newest first, comma- or whitespace-separated.
+    encryption_keys: SecretStr | None = None
+    #: The only directory tree ``local`` destinations created through the API may write into.
+    local_root: Path | None = None
+    #: Lift the endpoint guard (private, loopback and plain-http endpoints), for development.
+    allow_private_endpoints: Switch = False
+    #: Celery broker, ``redis://…`` or ``amqp://…``. Kept out of the repr: it may hold a
+    #: password.
+    broker_url: str | None = Field(default=None, repr=False)
+    #: Celery queue of the delivery tasks.
+    queue: str = DEFAULT_QUEUE
+    #: Destinations one account may hold.
+    max_destinations: int = Field(default=50, ge=0)
+    #: Verification attempts per account per minute, per process (0 turns the limit off).
+    verifications_per_minute: int = Field(default=30, ge=0)
+
+    def encryption_keys_text(self) -> str | None:
+        return None if self.encryption_keys is None else self.encryption_keys.get_secret_value()
+
+
+_NAMES: Final = tuple(env_name(field) for field in Settings.model_fields)
+_lock = threading.Lock()
+_cached: tuple[tuple[str | None, ...], Settings] | None = None
+
+
+def _snapshot() -> tuple[str | None, ...]:
+    environ = os.environ
+    return tuple(map(environ.get, _NAMES))
+
+
+def settings() -> Settings:
+    """The settings as the environment is now (rebuilt only when a variable changed)."""
+    global _cached
+    snapshot = _snapshot()
+    cached = _cached
+    if cached is not None and cached[0] == snapshot:
+        return cached[1]
+    with _lock:
+        built = _build()
+        _cached = (snapshot, built)
+    return built
+
+
+def _build() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{error['loc'][0]}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise InvalidSettings(f"invalid environment setting: {problems}") from None
