@@ -25,20 +25,34 @@ from ._guard import (
 )
 from ._progress import ProgressCallback, upload_progress
 from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
+from ._toolkit import (
+    AccessKeyId,
+    LimitedReader,
+    PathPrefix,
+    Secret,
+    SourceTooLarge,
+    classify_transport_error,
+)
 
 __all__ = [
+    "AccessKeyId",
     "DestinationType",
     "EndpointNotAllowed",
     "InvalidDestination",
+    "LimitedReader",
     "MiB",
+    "PathPrefix",
     "ProgressCallback",
+    "Secret",
     "SecretStr",
     "Source",
+    "SourceTooLarge",
     "Store",
     "StoreError",
     "StoreOptions",
     "check_endpoint_url",
     "check_host",
+    "classify_transport_error",
     "exception_chain",
     "find_refusal",
     "guarded_create_connection",
