@@ -18,19 +18,44 @@ collects the inherited tests (name your class ``Test…``)::
         def list_keys(self, my_server): ...     # prefix -> keys under it
         @pytest.fixture
         def request_counter(self, my_proxy): ... # RequestCounter seen by the server/proxy
+        @pytest.fixture
+        def read_object_meta(self, my_server): ... # key -> ObjectMeta, or None when absent
 
 Read back through an independent client (the raw SDK), not through the store under test.
 Requires pytest (``pip install destinations[testing]``).
+
+``read_object_meta`` (every type whose store keeps object metadata: all remote types) is a
+callable ``key -> ObjectMeta | None``, reading the object's headers from the real server
+(a HEAD / get-properties call of the raw SDK). It returns ``None`` when there is no object at
+``key``, else a dict with exactly these keys::
+
+    {
+        "content_type": "text/csv" or None,      # the stored Content-Type
+        "content_encoding": "gzip" or None,      # the stored Content-Encoding, None if unset
+        "metadata": {"origin": "conformance"},   # user metadata: names without the
+    }                                             # x-amz-meta-/x-goog-meta-/x-ms-meta-/
+                                                  # x-oss-meta- prefix, {} when there is none
+
+Compare nothing yourself: return what the server says; the suite lower-cases metadata names
+before comparing (S3, OSS and GCS's XML API return them lower-case). The suite's metadata
+names are lower-case ASCII letters only and its values printable ASCII, which every provider
+accepts (Azure wants C# identifiers, OSS no underscores). Only ``content_type`` may differ
+in parameters the server adds (``; charset=...``): the suite compares the media type.
+
+A type whose store does not keep metadata (the built-in ``local`` type) sets the class
+attribute ``stores_metadata = False`` and provides no ``read_object_meta``; the suite then
+only checks that ``put`` accepts ``content_encoding`` and ``metadata`` and stores the bytes.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol, TypedDict
 
 import pytest
 
@@ -39,7 +64,15 @@ from ._spec import Destination
 from ._store import MiB, Store, StoreOptions
 from ._verify import open_store, verify
 
-__all__ = ["RequestCounter", "StoreConformance", "secret_values"]
+__all__ = ["ObjectMeta", "RequestCounter", "StoreConformance", "secret_values"]
+
+
+class ObjectMeta(TypedDict):
+    """What ``read_object_meta`` returns for an object (see the module docstring)."""
+
+    content_type: str | None
+    content_encoding: str | None
+    metadata: dict[str, str]
 
 
 class RequestCounter(Protocol):
@@ -73,8 +106,23 @@ class _OneByteAtATime(io.RawIOBase):
         return len(chunk)
 
 
+#: The metadata the suite stores: lower-case ASCII letter names, printable ASCII values.
+CONFORMANCE_METADATA: dict[str, str] = {"origin": "conformance", "resultset": "rs-42 a/b=c"}
+
+
+def _media_type(content_type: str | None) -> str | None:
+    return None if content_type is None else content_type.split(";")[0].strip().lower()
+
+
 class StoreConformance:
-    """Tests every plugin passes. Override ``store_options`` to shrink the threshold."""
+    """Tests every plugin passes. Override ``store_options`` to shrink the threshold.
+
+    ``stores_metadata``: whether the store keeps Content-Type, Content-Encoding and user
+    metadata (then provide ``read_object_meta``); ``False`` only for types that document
+    they do not (``local``).
+    """
+
+    stores_metadata: ClassVar[bool] = True
 
     @pytest.fixture
     def store_options(self) -> StoreOptions:
@@ -177,6 +225,68 @@ class StoreConformance:
     ) -> None:
         store.delete(key_prefix + "never-written.txt")
         assert read_object(key_prefix + "never-written.txt") is None
+
+    # --- content type, encoding and metadata -------------------------------------------
+
+    def _meta_reader(self, request: pytest.FixtureRequest) -> Callable[[str], ObjectMeta | None]:
+        reader: Callable[[str], ObjectMeta | None] = request.getfixturevalue("read_object_meta")
+        return reader
+
+    def test_put_stores_content_type_encoding_and_metadata(
+        self,
+        store: Store,
+        store_options: StoreOptions,
+        key_prefix: str,
+        tmp_path: Path,
+        read_object: Callable[[str], bytes | None],
+        request: pytest.FixtureRequest,
+    ) -> None:
+        small = gzip.compress(b"a,b\n1,2\n" * 100)
+        big = os.urandom(store_options.multipart_threshold + 1)
+        path = tmp_path / "big.csv.gz"
+        path.write_bytes(big)
+        cases = (("small.csv", io.BytesIO(small), len(small)), ("big.csv", path, len(big)))
+        for name, source, size in cases:
+            store.put(
+                key_prefix + name,
+                source,
+                size=size,
+                content_type="text/csv",
+                content_encoding="gzip",
+                metadata=CONFORMANCE_METADATA,
+            )
+        if not self.stores_metadata:
+            assert read_object(key_prefix + "small.csv") == small
+            assert read_object(key_prefix + "big.csv") == big
+            return
+        read_meta = self._meta_reader(request)
+        for name, _, _ in cases:  # one request, and the multipart/resumable path
+            meta = read_meta(key_prefix + name)
+            assert meta is not None, name
+            assert _media_type(meta["content_type"]) == "text/csv", name
+            assert meta["content_encoding"] == "gzip", name
+            got = {k.lower(): v for k, v in meta["metadata"].items()}
+            assert got == CONFORMANCE_METADATA, name
+
+    def test_put_without_encoding_or_metadata_stores_none(
+        self,
+        store: Store,
+        key_prefix: str,
+        read_object: Callable[[str], bytes | None],
+        request: pytest.FixtureRequest,
+    ) -> None:
+        key = key_prefix + "plain.json"
+        store.put(key, io.BytesIO(b"{}"), size=2, content_type="application/json")
+        if not self.stores_metadata:
+            assert read_object(key) == b"{}"
+            return
+        read_meta = self._meta_reader(request)
+        meta = read_meta(key)
+        assert meta is not None
+        assert _media_type(meta["content_type"]) == "application/json"
+        assert meta["content_encoding"] in (None, "")
+        assert meta["metadata"] == {}
+        assert read_meta(key_prefix + "never-written.json") is None
 
     # --- verification ---------------------------------------------------------------
 
