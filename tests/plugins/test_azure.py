@@ -35,6 +35,7 @@ from destinations import (
 from destinations.plugin import MiB
 from destinations.testing import StoreConformance
 from destinations_azure import AzureFields, AzureStore
+from tests.delivery.faulty_proxy import FaultyProxy
 from tests.emulators.servers import (
     AZURITE_ACCOUNT_KEY,
     AZURITE_ACCOUNT_NAME,
@@ -394,42 +395,82 @@ def stub() -> Iterator[_StubAzure]:
 
 
 @pytest.mark.parametrize(
-    ("status", "code", "message", "expected"),
+    ("status", "code", "message", "expected", "transient"),
     [
         (
             403,
             "AuthenticationFailed",
             "Server failed to authenticate the request.",
             "invalid_credentials",
+            False,
         ),
         (
             403,
             "AuthorizationFailure",
             "Server failed to authenticate the request.",
             "invalid_credentials",
+            False,
         ),
         (
             403,
             "AuthorizationFailure",
             "This request is not authorized to perform this operation.",
             "access_denied",
+            False,
         ),
-        (403, "AuthorizationPermissionMismatch", "denied-detail", "access_denied"),
-        (403, "InsufficientAccountPermissions", "denied-detail", "access_denied"),
-        (403, "KeyBasedAuthenticationNotPermitted", "denied-detail", "access_denied"),
-        (404, "ContainerNotFound", "gone-detail", "bucket_not_found"),
-        (409, "LeaseIdMissing", "leased-detail", "provider_error"),
-        (503, "ServerBusy", "busy-detail", "provider_error"),
+        (403, "AuthorizationPermissionMismatch", "denied-detail", "access_denied", False),
+        (403, "InsufficientAccountPermissions", "denied-detail", "access_denied", False),
+        (403, "KeyBasedAuthenticationNotPermitted", "denied-detail", "access_denied", False),
+        (404, "ContainerNotFound", "gone-detail", "bucket_not_found", False),
+        (409, "LeaseIdMissing", "leased-detail", "provider_error", False),
+        # transient: throttling and server-side failures...
+        (503, "ServerBusy", "busy-detail", "provider_error", True),
+        (503, "ServerBusy", "Ingress is over the account limit.", "provider_error", True),
+        (500, "OperationTimedOut", "slow-detail", "provider_error", True),
+        (500, "InternalError", "broken-detail", "provider_error", True),
+        # ...and a body that arrived corrupted, though its status is a 400
+        (400, "Md5Mismatch", "md5-detail", "provider_error", True),
+        # 5xx answers no retry can fix (azurite's for what it does not implement)
+        (501, "APINotImplemented", "not-here-detail", "provider_error", False),
+        (501, "NotImplemented", "not-here-detail", "provider_error", False),
     ],
 )
 def test_azure_error_codes(
-    stub: _StubAzure, status: int, code: str, message: str, expected: str
+    stub: _StubAzure, status: int, code: str, message: str, expected: str, transient: bool
 ) -> None:
     stub.answer(status, code, message)
     err = _put_error(_store(stub.endpoint, "results"))
-    assert (err.code, err.provider_code) == (expected, code)
+    assert (err.code, err.provider_code, err.status) == (expected, code, status)
+    assert err.transient is transient
     assert message not in err.message
     assert stub.requests == 1
+
+
+def test_dropped_connection_is_transient(azurite: Azurite, container: str) -> None:
+    # The proxy reads each request's body, then closes the connection without answering.
+    with FaultyProxy(azurite.base_url, drop=1.0) as faulty:
+        endpoint = f"{faulty.endpoint}/{AZURITE_ACCOUNT_NAME}"
+        err = _put_error(_store(endpoint, container))
+        assert faulty.faults["drop"] == 1
+    assert (err.code, err.provider_code, err.status) == (
+        "provider_error",
+        "ServiceResponseError",
+        None,
+    )
+    assert err.transient is True
+
+
+def test_503_without_an_azure_code_is_transient_by_status(azurite: Azurite, container: str) -> None:
+    with FaultyProxy(azurite.base_url, error=1.0) as faulty:
+        err = _put_error(_store(f"{faulty.endpoint}/{AZURITE_ACCOUNT_NAME}", container))
+    assert (err.code, err.status, err.transient) == ("provider_error", 503, True)
+
+
+def test_permanent_errors_are_not_transient(azurite: Azurite, container: str) -> None:
+    err = _put_error(_store(azurite.blob_endpoint, container, azure_account_key=WRONG_KEY))
+    assert (err.status, err.transient) == (403, False)
+    err = _put_error(_store(azurite.blob_endpoint, "no-such-container"))
+    assert (err.code, err.status, err.transient) == ("bucket_not_found", 404, False)
 
 
 def test_delete_blob_not_found_is_success(stub: _StubAzure) -> None:

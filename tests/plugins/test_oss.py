@@ -34,6 +34,7 @@ from destinations import (
 from destinations.plugin import MiB
 from destinations.testing import StoreConformance
 from destinations_oss import REGIONS, OssStore, default_endpoint, map_error, signing_region
+from tests.delivery.faulty_proxy import FaultyProxy
 from tests.emulators.fixtures import OSS_BUCKET, OSS_CREDENTIALS
 from tests.emulators.oss_double import OssDouble, OssError
 from tests.emulators.servers import CountingProxy, ProxyCounter
@@ -318,6 +319,15 @@ CANNED = {
         "RequestTimeTooSkewed",
         "The difference between the request time and the current time is too large.",
     ),
+    "busy-bucket": (503, "ServiceUnavailable", "Thread pool is almost full, please retry later"),
+    "qps-bucket": (503, "TotalQpsLimitExceeded", "Max total qps limit is exceeded"),
+    "slow-body-bucket": (
+        400,
+        "RequestTimeout",
+        "Your socket connection to the server was not read from or written to within the "
+        "timeout period.",
+    ),
+    "unimplemented-bucket": (501, "NotImplemented", "The requested method is not implemented."),
 }
 
 
@@ -431,22 +441,78 @@ def put_error(endpoint: str, options: StoreOptions | None = None, **overrides: A
 
 
 @pytest.mark.parametrize(
-    ("bucket", "code", "provider_code"),
+    ("bucket", "code", "provider_code", "status", "transient"),
     [
-        ("wrong-endpoint", "wrong_region", "AccessDenied"),
-        ("moved-bucket", "wrong_region", "PermanentRedirect"),
-        ("denied-bucket", "access_denied", "AccessDenied"),
-        ("broken-bucket", "provider_error", "InternalError"),
-        ("skewed-bucket", "provider_error", "RequestTimeTooSkewed"),
-        ("absent-bucket", "bucket_not_found", "NoSuchBucket"),
+        ("wrong-endpoint", "wrong_region", "AccessDenied", 403, False),
+        ("moved-bucket", "wrong_region", "PermanentRedirect", 301, False),
+        ("denied-bucket", "access_denied", "AccessDenied", 403, False),
+        ("broken-bucket", "provider_error", "InternalError", 500, True),
+        ("skewed-bucket", "provider_error", "RequestTimeTooSkewed", 403, False),
+        ("absent-bucket", "bucket_not_found", "NoSuchBucket", 404, False),
+        ("busy-bucket", "provider_error", "ServiceUnavailable", 503, True),
+        ("qps-bucket", "provider_error", "TotalQpsLimitExceeded", 503, True),
+        # OSS answers a body that did not arrive in time with a 400: still worth retrying
+        ("slow-body-bucket", "provider_error", "RequestTimeout", 400, True),
+        # a 5xx no retry can fix
+        ("unimplemented-bucket", "provider_error", "NotImplemented", 501, False),
     ],
 )
 def test_server_errors_map_to_codes(
-    recording: RecordingDouble, bucket: str, code: str, provider_code: str
+    recording: RecordingDouble,
+    bucket: str,
+    code: str,
+    provider_code: str,
+    status: int,
+    transient: bool,
 ) -> None:
     error = put_error(recording.endpoint, oss_bucket_name=bucket)
-    assert (error.code, error.provider_code) == (code, provider_code)
+    assert (error.code, error.provider_code, error.status) == (code, provider_code, status)
+    assert error.transient is transient
     assert "RequestId" not in error.message and "request-id" not in error.message
+
+
+class CorruptingDouble(OssDouble):
+    """Answers every write with a CRC-64 that is not the one of the bytes received, as OSS
+    would for a body corrupted on the way."""
+
+    def handle(
+        self, method: str, bucket: str, key: str, params: Any, hdrs: Any, body: bytes
+    ) -> Any:
+        status, out, payload = super().handle(method, bucket, key, params, hdrs, body)
+        if "x-oss-hash-crc64ecma" in out:
+            out["x-oss-hash-crc64ecma"] = str((int(out["x-oss-hash-crc64ecma"]) + 1) % 2**64)
+        return status, out, payload
+
+
+def test_crc_mismatch_is_transient() -> None:
+    with CorruptingDouble(dict(OSS_CREDENTIALS), buckets=[OSS_BUCKET]) as double:
+        error = put_error(double.endpoint)
+    assert (error.code, error.provider_code, error.transient) == (
+        "provider_error",
+        "InconsistentError",
+        True,
+    )
+
+
+def test_dropped_connection_is_transient(oss_double: OssDouble) -> None:
+    # The proxy reads each request's body, then closes the connection without answering.
+    with FaultyProxy(oss_double.endpoint, drop=1.0) as faulty:
+        error = put_error(faulty.endpoint)
+        assert faulty.faults["drop"] == 1
+    assert (error.code, error.status, error.transient) == ("provider_error", None, True)
+
+
+def test_503_from_a_gateway_is_transient(oss_double: OssDouble) -> None:
+    # A 503 whose body is not OSS's (S3 SlowDown XML from the proxy): transient by status.
+    with FaultyProxy(oss_double.endpoint, error=1.0) as faulty:
+        error = put_error(faulty.endpoint)
+    assert (error.code, error.status, error.transient) == ("provider_error", 503, True)
+
+
+def test_short_source_is_permanent(oss_double: OssDouble) -> None:
+    with open_store(oss_double.endpoint) as store, pytest.raises(StoreError) as info:
+        store.put("short.txt", io.BytesIO(b"12345"), size=10, content_type=None)
+    assert (info.value.provider_code, info.value.transient) == ("IncompleteBody", False)
 
 
 def test_wrong_secret_and_unknown_key(oss_double: OssDouble) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
@@ -13,8 +13,10 @@ from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
     HttpResponseError,
+    IncompleteReadError,
     ServiceRequestError,
     ServiceRequestTimeoutError,
+    ServiceResponseError,
     ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.transport import RequestsTransport
@@ -207,6 +209,40 @@ _DENIED = frozenset(
     }
 )
 
+#: Azure error codes worth another attempt whatever their status: the service is busy or
+#: throttling (503 ServerBusy, also for "Ingress/Egress is over the account limit"), it
+#: failed or timed out internally (500 InternalError / OperationTimedOut), and checksums
+#: Azure computed over a body that arrived corrupted (400 Md5Mismatch / Crc64Mismatch).
+TRANSIENT_CODES: Final = frozenset(
+    {
+        "ServerBusy",
+        "OperationTimedOut",
+        "InternalError",
+        "ServiceUnavailable",
+        "Md5Mismatch",
+        "Crc64Mismatch",
+    }
+)
+
+#: Answers with a 5xx status that another attempt cannot fix: the service, or a gateway in
+#: front of it, does not implement the request (azurite: 501 ``APINotImplemented``).
+PERMANENT_CODES: Final = frozenset({"NotImplemented", "APINotImplemented"})
+
+#: SDK exceptions for a connection dropped after the request went out (reset, closed
+#: without an answer, body cut short): nothing is half-written (a blob or block list only
+#: becomes visible when its request completes), so repeating the put is safe.
+_DROPPED: Final = (ServiceResponseError, IncompleteReadError)
+
+
+def _transient(code: str | None) -> bool | None:
+    """The plugin's word on ``transient`` for an Azure error code, or None for the generic
+    rule (HTTP 408/429/5xx transient, anything else permanent)."""
+    if code in TRANSIENT_CODES:
+        return True
+    if code in PERMANENT_CODES:
+        return False
+    return None
+
 
 def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
     """The :class:`StoreError` for an SDK exception. Messages come from codes and field
@@ -214,58 +250,8 @@ def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
     refusal = find_refusal(exc)
     if refusal is not None:
         return refusal
-    account = fields.azure_account_name
-    container = fields.azure_container_name
-    where = f"container {container!r} in storage account {account!r}"
     if isinstance(exc, HttpResponseError) and exc.response is not None:
-        code = _error_code(exc)
-        status = exc.status_code
-        detail = str(getattr(exc, "message", "") or "").lower()
-        if code in _AUTH_FAILED or (
-            code == "AuthorizationFailure" and "failed to authenticate" in detail
-        ):
-            # Real Azure answers a bad signature with AuthenticationFailed; azurite (and
-            # Azure for a malformed header) with AuthorizationFailure "Server failed to
-            # authenticate the request". A firewall denial is AuthorizationFailure too, but
-            # says "not authorized to perform this operation".
-            return StoreError(
-                "invalid_credentials",
-                f"storage account {account!r} rejected the account key; check "
-                "azure_account_key (key1 or key2 of that account) and azure_account_name",
-                provider_code=code,
-            )
-        if code == "KeyBasedAuthenticationNotPermitted":
-            return StoreError(
-                "access_denied",
-                f"storage account {account!r} does not allow shared key access; enable "
-                "'Allow storage account key access' on the account",
-                provider_code=code,
-            )
-        if code in _DENIED or code == "AuthorizationFailure" or (code is None and status == 403):
-            return StoreError(
-                "access_denied",
-                f"not allowed to write to {where}; check the account's firewall and network "
-                "rules allow this service, and that the key may create and delete blobs",
-                provider_code=code or "403",
-            )
-        if code == "ContainerNotFound":
-            return StoreError(
-                "bucket_not_found",
-                f"{where} does not exist; create it or fix azure_container_name",
-                provider_code=code,
-            )
-        if code in ("ResourceNotFound", "AccountNotFound") or (code is None and status == 404):
-            return StoreError(
-                "bucket_not_found",
-                f"{where} was not found at the blob endpoint; check azure_account_name, "
-                "azure_container_name and azure_endpoint",
-                provider_code=code or "404",
-            )
-        return StoreError(
-            "provider_error",
-            f"Azure Blob Storage answered HTTP {status} ({code or 'no error code'}) for {where}",
-            provider_code=code or str(status),
-        )
+        return _http_error(exc, fields)
     if isinstance(exc, ClientAuthenticationError):
         # Raised before sending (AzureSigningError): the key could not sign the request.
         return StoreError(
@@ -295,11 +281,80 @@ def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
             + " and that the endpoint is reachable from this service",
             provider_code=type(exc).__name__,
         )
+    if isinstance(exc, _DROPPED):
+        return StoreError(
+            "provider_error",
+            f"the connection to {_host(fields)} dropped mid-request ({type(exc).__name__}); "
+            "nothing was stored, another attempt may succeed",
+            provider_code=type(exc).__name__,
+            transient=True,
+        )
     return StoreError(
         "provider_error",
-        f"the request to {_host(fields)} failed ({type(exc).__name__}), e.g. the connection "
-        "dropped mid-request",
+        f"the request to {_host(fields)} failed ({type(exc).__name__})",
         provider_code=type(exc).__name__,
+        transient=False,
+    )
+
+
+def _http_error(exc: HttpResponseError, fields: AzureFields) -> StoreError:
+    account = fields.azure_account_name
+    container = fields.azure_container_name
+    where = f"container {container!r} in storage account {account!r}"
+    code = _error_code(exc)
+    status = exc.status_code
+    detail = str(getattr(exc, "message", "") or "").lower()
+    if code in _AUTH_FAILED or (
+        code == "AuthorizationFailure" and "failed to authenticate" in detail
+    ):
+        # Real Azure answers a bad signature with AuthenticationFailed; azurite (and
+        # Azure for a malformed header) with AuthorizationFailure "Server failed to
+        # authenticate the request". A firewall denial is AuthorizationFailure too, but
+        # says "not authorized to perform this operation".
+        return StoreError(
+            "invalid_credentials",
+            f"storage account {account!r} rejected the account key; check "
+            "azure_account_key (key1 or key2 of that account) and azure_account_name",
+            provider_code=code,
+            status=status,
+        )
+    if code == "KeyBasedAuthenticationNotPermitted":
+        return StoreError(
+            "access_denied",
+            f"storage account {account!r} does not allow shared key access; enable "
+            "'Allow storage account key access' on the account",
+            provider_code=code,
+            status=status,
+        )
+    if code in _DENIED or code == "AuthorizationFailure" or (code is None and status == 403):
+        return StoreError(
+            "access_denied",
+            f"not allowed to write to {where}; check the account's firewall and network "
+            "rules allow this service, and that the key may create and delete blobs",
+            provider_code=code or "403",
+            status=status,
+        )
+    if code == "ContainerNotFound":
+        return StoreError(
+            "bucket_not_found",
+            f"{where} does not exist; create it or fix azure_container_name",
+            provider_code=code,
+            status=status,
+        )
+    if code in ("ResourceNotFound", "AccountNotFound") or (code is None and status == 404):
+        return StoreError(
+            "bucket_not_found",
+            f"{where} was not found at the blob endpoint; check azure_account_name, "
+            "azure_container_name and azure_endpoint",
+            provider_code=code or "404",
+            status=status,
+        )
+    return StoreError(
+        "provider_error",
+        f"Azure Blob Storage answered HTTP {status} ({code or 'no error code'}) for {where}",
+        provider_code=code or str(status),
+        status=status,
+        transient=_transient(code),
     )
 
 

@@ -15,6 +15,7 @@ import oss2
 import oss2.exceptions
 import oss2.models
 import requests
+import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from destinations.plugin import (
@@ -41,6 +42,30 @@ MAX_PARTS: Final = 10_000
 
 # EC codes OSS returns for a V4 signature scoped to a region the bucket/endpoint is not in.
 _REGION_ECS = frozenset({"0002-00000226", "0002-00000228"})
+
+#: OSS error codes worth another attempt whatever their status: throttling and a busy
+#: service (the 503 family), internal failures, and ``RequestTimeout``, which OSS answers
+#: with HTTP 400 when the body did not arrive in time (the generic rule would call that
+#: permanent).
+TRANSIENT_CODES: Final = frozenset(
+    {
+        "ServerBusy",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "TotalQpsLimitExceeded",
+        "UploadTrafficRateLimitExceeded",
+        "DownloadTrafficRateLimitExceeded",
+        "MetaOperationQpsLimitExceeded",
+        "ActiveRequestLimitExceeded",
+        "SlowDown",
+        "Throttling",
+    }
+)
+
+#: 5xx answers another attempt cannot fix: the service (or a gateway in front of it) does
+#: not implement the request.
+PERMANENT_CODES: Final = frozenset({"NotImplemented"})
 
 
 class _ShortSourceError(Exception):
@@ -198,6 +223,7 @@ class OssStore(Store):
                         f"the stream needs more than {MAX_PARTS} parts of {part_size} bytes; "
                         "raise the part size or pass the size so it can be chosen",
                         provider_code="TooManyParts",
+                        transient=False,
                     )
                 result = self._bucket.upload_part(key, upload_id, number, chunk)
                 parts.append(
@@ -272,6 +298,16 @@ def _connection_error(exc: BaseException, host: str) -> StoreError:
             "allows outbound HTTPS",
             provider_code="ConnectionRefused",
         )
+    if has(requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError):
+        # Connected, then the connection dropped mid-request or mid-answer: another attempt
+        # may succeed (nothing is stored until a request completes).
+        return StoreError(
+            "provider_error",
+            f"the connection to {host} dropped mid-request ({name}); nothing was stored, "
+            "another attempt may succeed",
+            provider_code=name,
+            transient=True,
+        )
     if has(requests.exceptions.ConnectionError, OSError):
         return StoreError(
             "endpoint_unreachable",
@@ -307,6 +343,7 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             f"the source gave {exc.got} bytes where {exc.expected} were announced; nothing "
             "was stored",
             provider_code="IncompleteBody",
+            transient=False,
         )
     if isinstance(exc, oss2.exceptions.RequestError):
         return _connection_error(exc.exception, host)
@@ -318,11 +355,15 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             "the CRC-64 OSS computed differs from the bytes sent (corrupted in transit); "
             "retry the upload",
             provider_code="InconsistentError",
+            transient=True,
         )
     if not isinstance(exc, oss2.exceptions.ServerError):
         name = type(exc).__name__
         return StoreError(
-            "provider_error", f"oss2 refused the request ({name})", provider_code=name
+            "provider_error",
+            f"oss2 refused the request ({name})",
+            provider_code=name,
+            transient=False,
         )
     status = int(exc.status)
     details: Mapping[str, Any] = exc.details or {}
@@ -341,6 +382,7 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             "oss_region_id to the bucket's region (and oss_endpoint, if set, to an endpoint "
             "of that region)",
             provider_code=provider_code,
+            status=status,
         )
     if code == "InvalidAccessKeyId":
         return StoreError(
@@ -348,6 +390,7 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             "OSS does not know oss_access_key (deleted, disabled or mistyped); use an active "
             "AccessKey ID",
             provider_code=code,
+            status=status,
         )
     if code == "SignatureDoesNotMatch":
         return StoreError(
@@ -355,6 +398,7 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             "the request signature did not match: oss_secret_key is not the secret of "
             "oss_access_key; paste the AccessKey secret again",
             provider_code=code,
+            status=status,
         )
     if code == "NoSuchBucket":
         return StoreError(
@@ -362,6 +406,7 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             f"bucket {bucket!r} does not exist (in region {region_id}); create it or fix "
             "oss_bucket_name",
             provider_code=code,
+            status=status,
         )
     if code == "AccessDenied":
         return StoreError(
@@ -369,6 +414,7 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             f"the credentials may not write to bucket {bucket!r}; grant them oss:PutObject "
             "and oss:DeleteObject on the path prefix (RAM policy or bucket policy)",
             provider_code=code,
+            status=status,
         )
     if code in ("SecondLevelDomainForbidden", "NonStandardHostForbidden"):
         # Addressing style, not region: OSS wants <bucket>.<oss endpoint> as the host.
@@ -377,12 +423,21 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             f"OSS refuses requests addressed to {host}; leave oss_endpoint empty or set it to "
             "an OSS endpoint such as https://oss-cn-hangzhou-internal.aliyuncs.com",
             provider_code=code,
+            status=status,
         )
     if code == "RequestTimeTooSkewed":
         return StoreError(
             "provider_error",
             "this server's clock is more than 15 minutes off; synchronise it (NTP)",
             provider_code=code,
+            status=status,
         )
     what = f"{status} {code}".strip() if code else f"HTTP {status}"
-    return StoreError("provider_error", f"OSS answered {what}", provider_code=provider_code)
+    transient = True if code in TRANSIENT_CODES else False if code in PERMANENT_CODES else None
+    return StoreError(
+        "provider_error",
+        f"OSS answered {what}",
+        provider_code=provider_code,
+        status=status,
+        transient=transient,
+    )
