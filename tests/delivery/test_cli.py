@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from destinations.cli import _progress_plugin, main
+from destinations.cli import main
 
 RS = ["--collection-id", "c1", "--collection-name", "Daily", "--result-set-id", "rs9"]
 
@@ -128,16 +128,27 @@ def test_deliver_stored_destination(
     assert result.exit_code == 2 and "nosuchid" in result.output
 
 
-def test_progress_observer_counts_files_and_bytes() -> None:
-    class Bar:
-        label = ""
-        total = 0
+def test_progress_bar_counts_bytes_and_files_and_never_moves_back() -> None:
+    import io
 
-        def update(self, n: int) -> None:
-            self.total += n
+    from destinations import DeliveryProgress, parse_destination
+    from destinations.cli import _ProgressBar
 
-    bar = Bar()
-    observer: Any = _progress_plugin(bar, 4)
-    observer.destinations_file_delivered(size=10)
-    observer.destinations_file_delivered(size=5)
-    assert (bar.label, bar.total) == ("2/4 files", 15)
+    dest = parse_destination(
+        {"name": "n", "enabled": True, "type": "local", "local_directory": "."}
+    )
+
+    def event(key: str, sent: int, total: int, attempt: int = 1) -> DeliveryProgress:
+        return DeliveryProgress(dest, key, key, sent, total, attempt)
+
+    out = io.StringIO()
+    with _ProgressBar(300, 2, out=out) as bar:
+        bar.update(event("a", 100, 200))
+        bar.update(event("a", 0, 200, attempt=2))  # a retry starts again at zero
+        bar.update(event("a", 150, 200, attempt=2))
+        assert bar.shown == 150
+        bar.update(event("a", 200, 200, attempt=2))
+        bar.update(event("b", 100, 100))
+        assert bar.shown == 300
+    final = out.getvalue().rsplit("\r", 1)[-1]
+    assert "300/300" in final and "2/2 files" in final, final

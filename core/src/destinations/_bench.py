@@ -27,7 +27,7 @@ from ._cli_common import (
     parse_or_exit,
 )
 from ._errors import VerificationFailed
-from ._spec import Destination
+from ._records import Destination
 from ._verify import VerificationReport, verify
 
 __all__ = ["STEPS", "BenchResult", "StepStats", "bench", "bench_verify", "percentile"]

@@ -12,6 +12,7 @@ The tree::
     │   │                                      ConnectionError where the code fits)
     │   ├── EndpointNotAllowed                 the endpoint guard refused a connection
     │   └── ObjectKeyTooLong (also ValueError) an object key over 1024 UTF-8 bytes
+    ├── SourceUnreadable (also OSError)        a result file's path cannot be read
     ├── SecretsUnreadable                      stored secrets cannot be decrypted with any key
     └── VerificationFailed                     verify-then-commit refused; .step, .error
 
@@ -34,10 +35,12 @@ __all__ = [
     "ObjectKeyTooLong",
     "PluginLoadError",
     "SecretsUnreadable",
+    "SourceUnreadable",
     "StoreError",
     "UnknownType",
     "VerificationFailed",
     "exception_chain",
+    "transient_status",
 ]
 
 ErrorCode = Literal[
@@ -114,7 +117,7 @@ class StoreError(DestinationsError):
     """A storage operation failed.
 
     ``code`` is one of :data:`CODES`. ``provider_code`` carries the provider's own error code
-    (``SignatureDoesNotMatch``, ``ContainerNotFound``…) when there is one; ``status`` the
+    as the plugin reports it, when there is one; ``status`` the
     HTTP status the provider answered with, when there was one.
 
     ``transient`` says whether another attempt may succeed. The plugin's error mapper
@@ -169,8 +172,7 @@ class StoreError(DestinationsError):
             return self._transient
         if self.code in _TRANSIENT_CODES:
             return True
-        status = self.status
-        return status is not None and (status in (408, 429) or 500 <= status <= 599)
+        return self.status is not None and transient_status(self.status)
 
     def __str__(self) -> str:
         suffix = f" [{self.provider_code}]" if self.provider_code else ""
@@ -196,6 +198,11 @@ def _rebuild_store_error(
     return StoreError(
         code, message, provider_code=provider_code, status=status, transient=transient
     )
+
+
+def transient_status(status: int) -> bool:
+    """The generic rule for an HTTP answer: 408, 429 and 5xx are worth another attempt."""
+    return status in (408, 429) or 500 <= status <= 599
 
 
 #: Codes that are transient unless the plugin says otherwise.
@@ -292,6 +299,22 @@ class VerificationFailed(DestinationsError):
     @property
     def status(self) -> int | None:
         return self.error.status
+
+
+class SourceUnreadable(DestinationsError, OSError):
+    """A result file's path cannot be read (missing, a directory, no permission), found
+    before anything is uploaded. ``name`` is the result file, ``path`` the path given."""
+
+    def __init__(self, name: str, path: str, cause: OSError) -> None:
+        reason = cause.strerror or type(cause).__name__
+        message = f"result file {name!r}: cannot read {path!r} ({reason})"
+        super().__init__(message)
+        self.args = (message,)
+        self.name = name
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class SecretsUnreadable(DestinationsError):

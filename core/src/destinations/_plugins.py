@@ -63,9 +63,7 @@ class PluginHooks:
         )
 
     def delivery_finished(self, *, result_set: ResultSet, status: DestinationStatus) -> None:
-        self._each(
-            "destinations_delivery_finished", {"result_set": result_set, "status": status}
-        )
+        self._each("destinations_delivery_finished", {"result_set": result_set, "status": status})
 
     def _each(self, hook_name: str, kwargs: dict[str, Any]) -> None:
         caller = getattr(self._pm.hook, hook_name)

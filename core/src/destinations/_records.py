@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, final
 
 from ._errors import ErrorCode
@@ -35,6 +36,7 @@ __all__ = [
     "Status",
     "Step",
     "guess_content_type",
+    "iso_time",
 ]
 
 ProbeDeleteFailure = Literal["fail", "warn"]
@@ -136,7 +138,9 @@ class ResultFile:
     """One file of a result set: a ``path`` or a binary ``stream`` (exactly one).
 
     A stream is read from its current position and never closed here. ``content_type``
-    defaults to a guess from ``name`` (``.json``, ``.jsonl``, ``.csv``, ``.zip``…).
+    defaults to a guess from ``name`` (``.json``, ``.jsonl``, ``.csv``, ``.zip``…);
+    ``content_encoding`` and ``metadata`` (``str -> str``) are stored with the object where
+    the storage type keeps them (see each plugin's README).
     """
 
     name: str
@@ -144,6 +148,8 @@ class ResultFile:
     _: KW_ONLY
     stream: BinaryIO | None = None
     content_type: str | None = None
+    content_encoding: str | None = None
+    metadata: Mapping[str, str] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -152,6 +158,8 @@ class ResultFile:
             raise ValueError(f"result file {self.name!r}: give exactly one of path or stream")
         if self.content_type is None:
             object.__setattr__(self, "content_type", guess_content_type(self.name))
+        if self.metadata is not None:
+            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
 
 
 @final
@@ -189,7 +197,9 @@ class ResultSet:
 
 # -- the report ---------------------------------------------------------------------
 
-def _iso(moment: datetime) -> str:
+
+def iso_time(moment: datetime) -> str:
+    """``2026-11-27T20:57:48.123Z``: the time format of logs, manifests and the API."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -202,20 +212,24 @@ class LogEntry:
     text: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"date_time": _iso(self.date_time), "text": self.text}
+        return {"date_time": iso_time(self.date_time), "text": self.text}
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class DeliveryError:
     """Why a destination failed: ``step`` is ``key`` (a key could not be built), ``open``,
-    ``put`` (a file) or ``manifest``; ``code`` is one of :data:`~destinations.CODES`."""
+    ``put`` (a file) or ``manifest``; ``code`` is one of :data:`~destinations.CODES`;
+    ``transient`` is the failure's :attr:`StoreError.transient <destinations.StoreError>`
+    (another attempt later may succeed: what a scheduler such as the Celery task reads)."""
 
     code: ErrorCode
     step: Step
     message: str
     provider_code: str | None = None
     key: str | None = None
+    transient: bool = False
+    status: int | None = None
 
 
 @final

@@ -1,26 +1,56 @@
-"""The destination spec: flat seed-style parameters in, a validated :class:`Destination` out."""
+"""The destination spec: flat seed-style parameters in, a validated :class:`Destination` out.
+
+The common fields (``name``, ``enabled``, ``manifest``, ``probe_delete_failure``) are declared
+once, in :class:`CommonFields`. Each installed type's full model is the common fields plus the
+plugin's own field model, with ``type`` as a ``Literal`` discriminator
+(:func:`destination_model`); :func:`parse_destination` validates through the discriminated
+union of every installed type (:func:`destination_union`). The OpenAPI document and
+``destinations types --json`` are generated from the same models, so a rule, a bound or a
+description is written in one place.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
 
-from ._errors import InvalidDestination, InvalidTemplate, UnknownType
+from . import _records
+from ._errors import InvalidDestination, InvalidTemplate, PluginLoadError, UnknownType
 from ._guard import check_endpoint_scheme
 from ._plugins import available_types, get_type
+from ._records import Destination
 from ._template import PathTemplate
 from .plugin import DestinationType
 
-__all__ = ["COMMON_FIELDS", "Destination", "parse_bool", "parse_destination"]
+__all__ = [
+    "COMMON_FIELDS",
+    "CommonFields",
+    "Destination",
+    "destination_model",
+    "destination_union",
+    "parse_bool",
+    "parse_destination",
+]
 
-#: Fields every destination has, whatever its type.
-COMMON_FIELDS = ("id", "name", "enabled", "type", "manifest", "probe_delete_failure")
+log = logging.getLogger("destinations.spec")
 
-ProbeDeleteFailure = Literal["fail", "warn"]
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
 
@@ -40,57 +70,170 @@ def parse_bool(value: object) -> bool:
     raise ValueError("must be true or false")
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """A validated destination: common fields plus the type's own ``settings`` model.
+def _flag(value: object, info: ValidationInfo) -> bool:
+    field = info.field_name or "flag"
+    if value is None:
+        raise InvalidDestination({field: _MISSING.get(field, "required")})
+    try:
+        return parse_bool(value)
+    except ValueError as exc:
+        raise InvalidDestination({field: str(exc)}) from None
 
-    Build one with :func:`parse_destination`. Secrets inside ``settings`` are ``SecretStr``,
-    so the repr never shows them.
+
+def _name(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidDestination({"name": "must be a string"})
+    name = unicodedata.normalize("NFC", value.strip())
+    if not 1 <= len(name) <= 255:
+        raise InvalidDestination({"name": "must be 1 to 255 characters"})
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise InvalidDestination({"name": "must not contain control characters"})
+    return name
+
+
+_FLAG_SCHEMA: dict[str, Any] = {
+    "type": ["boolean", "string"],
+    "enum": [True, False, "true", "false", "1", "0"],
+}
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class CommonFields(BaseModel):
+    """The fields every destination has, whatever its type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[
+        str,
+        BeforeValidator(_name),
+        Field(
+            min_length=1,
+            max_length=255,
+            description="The destination's name (1-255 "
+            "characters, no control characters; surrounding spaces are removed).",
+        ),
+    ]
+    enabled: Annotated[
+        Flag,
+        WithJsonSchema(
+            {
+                **_FLAG_SCHEMA,
+                "description": "Disabled destinations receive no "
+                "uploads. Saving a destination enabled first verifies it (a probe "
+                "object put and deleted).",
+            }
+        ),
+    ]
+    manifest: Annotated[
+        Flag,
+        WithJsonSchema(
+            {
+                **_FLAG_SCHEMA,
+                "default": False,
+                "description": "Write "
+                "manifest-<result_set_id>.json (each file's key, size, sha256) after "
+                "every file of a result set arrived.",
+            }
+        ),
+    ] = False
+    probe_delete_failure: Annotated[
+        Literal["fail", "warn"],
+        Field(
+            description="Whether a failed delete of the verification probe fails the "
+            "verification ('fail') or only warns ('warn': for write-only or "
+            "retention-locked buckets)."
+        ),
+    ] = "fail"
+
+
+#: Messages for a missing required common field.
+_MISSING = {"enabled": "required (true or false)"}
+
+#: Fields every destination has, whatever its type (``id`` is assigned by storage).
+COMMON_FIELDS: tuple[str, ...] = ("id", "type", *CommonFields.model_fields)
+
+_lock = threading.Lock()
+_models: dict[str, type[BaseModel]] = {}
+_union: tuple[tuple[str, ...], TypeAdapter[Any], int] | None = None
+
+
+def destination_model(type_name: str) -> type[BaseModel]:
+    """The full model of one type: :class:`CommonFields` + the plugin's fields + ``type``."""
+    with _lock:
+        model = _models.get(type_name)
+        if model is None:
+            model = _models[type_name] = _build_model(get_type(type_name))
+        return model
+
+
+def _build_model(dtype: DestinationType) -> type[BaseModel]:
+    validators: dict[str, Any] = {}
+    if dtype.prefix_field is not None:
+        prefix_field = dtype.prefix_field
+
+        def _template(value: object) -> object:
+            if isinstance(value, str):
+                try:
+                    _compile(value)
+                except InvalidTemplate as exc:
+                    raise exc.for_field(prefix_field) from None
+            return value
+
+        validators["check_template"] = field_validator(prefix_field)(_template)
+    for endpoint_field in dtype.endpoint_fields:
+
+        def _endpoint(value: object, info: ValidationInfo) -> object:
+            if isinstance(value, str) and value and info.field_name:
+                check_endpoint_scheme(info.field_name, value)
+            return value
+
+        validators[f"check_{endpoint_field}"] = field_validator(endpoint_field)(_endpoint)
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{dtype.name.capitalize()}Destination",
+        __base__=(CommonFields, dtype.fields),
+        __doc__=dtype.description or f"A {dtype.name} destination.",
+        __validators__=validators,
+        type=(Literal[dtype.name], Field(description="The destination type.")),
+    )
+
+
+def destination_union() -> TypeAdapter[Any]:
+    """The discriminated union (on ``type``) of every installed type's full model.
+
+    A type whose plugin fails to import is left out (and logged); asking for it by name
+    raises its :class:`~destinations.PluginLoadError`.
     """
+    return _current_union()[1]
 
-    name: str
-    type: str
-    enabled: bool
-    settings: BaseModel
-    id: str | None = None
-    manifest: bool = False
-    probe_delete_failure: ProbeDeleteFailure = "fail"
-    template: PathTemplate = field(default_factory=lambda: PathTemplate(""), compare=False)
 
-    @property
-    def destination_type(self) -> DestinationType:
-        return get_type(self.type)
+def _current_union() -> tuple[tuple[str, ...], TypeAdapter[Any], int]:
+    """(the type names, the adapter, how many location parts its errors start with)."""
+    global _union
+    names = tuple(available_types())
+    current = _union
+    if current is not None and current[0] == names:
+        return current
+    models = []
+    for name in names:
+        try:
+            models.append(destination_model(name))
+        except PluginLoadError as exc:
+            log.error("%s", exc)
+    if not models:
+        raise UnknownType("", [])
+    choice: Any = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
+    if len(models) > 1:
+        choice = Annotated[choice, Field(discriminator="type")]
+    adapter: TypeAdapter[Any] = TypeAdapter(choice)
+    _union = (names, adapter, 1 if len(models) > 1 else 0)
+    return _union
 
-    def to_params(self, *, reveal_secrets: bool = False) -> dict[str, Any]:
-        """The flat parameters this destination was parsed from.
 
-        Secrets stay ``SecretStr`` unless ``reveal_secrets`` (for storage and SDK calls only).
-        Round-trips: ``parse_destination(d.to_params(reveal_secrets=True)) == d``.
-        """
-        params: dict[str, Any] = {
-            "name": self.name,
-            "type": self.type,
-            "enabled": self.enabled,
-            "manifest": self.manifest,
-            "probe_delete_failure": self.probe_delete_failure,
-        }
-        if self.id is not None:
-            params["id"] = self.id
-        for key, value in self.settings:
-            if reveal_secrets and isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            params[key] = value
-        return params
-
-    def updated(self, changes: Mapping[str, object]) -> Destination:
-        """A new destination with ``changes`` applied (a partial update).
-
-        Changing the type drops the old type's fields, so only the new type's apply.
-        """
-        base = self.to_params(reveal_secrets=True)
-        if "type" in changes and str(changes["type"]).strip().lower() != self.type:
-            base = {k: v for k, v in base.items() if k in COMMON_FIELDS}
-        return parse_destination({**base, **changes})
+@functools.lru_cache(maxsize=1024)
+def _compile(text: str) -> PathTemplate:
+    """Templates are immutable: each distinct text is compiled once."""
+    return PathTemplate(text)
 
 
 def _type_of_field(key: str, types: list[str]) -> str | None:
@@ -105,45 +248,19 @@ def parse_destination(params: Mapping[str, object]) -> Destination:
 
     Raises :class:`~destinations.InvalidDestination` whose ``errors`` maps every bad field to
     what is wrong with it (all problems at once, not just the first). Unknown fields and
-    fields of another type are errors. Imports the type's plugin on first use.
+    fields of another type are errors. Imports the installed plugins on first use.
     """
     errors: dict[str, str] = {}
-    data = dict(params)
-    for key in list(data):
-        if not isinstance(key, str):
+    data: dict[str, object] = {}
+    for key, value in params.items():
+        if isinstance(key, str):
+            data[key] = value
+        else:
             errors[repr(key)] = "field names must be strings"
-            del data[key]
 
     dest_id = data.pop("id", None)
     if dest_id is not None and not isinstance(dest_id, str):
         dest_id = str(dest_id)
-
-    name = data.pop("name", None)
-    if name is None:
-        errors["name"] = "required"
-    elif not isinstance(name, str):
-        errors["name"] = "must be a string"
-    else:
-        name = unicodedata.normalize("NFC", name.strip())
-        if not 1 <= len(name) <= 255:
-            errors["name"] = "must be 1 to 255 characters"
-        elif any(unicodedata.category(c) == "Cc" for c in name):
-            errors["name"] = "must not contain control characters"
-
-    flags: dict[str, bool] = {}
-    for key, default in (("enabled", None), ("manifest", False)):
-        raw = data.pop(key, default)
-        if raw is None:
-            errors[key] = "required (true or false)"
-            continue
-        try:
-            flags[key] = parse_bool(raw)
-        except ValueError as exc:
-            errors[key] = str(exc)
-
-    probe_delete = data.pop("probe_delete_failure", "fail")
-    if probe_delete not in ("fail", "warn"):
-        errors["probe_delete_failure"] = "must be 'fail' or 'warn'"
 
     dtype: DestinationType | None = None
     type_name = data.pop("type", None)
@@ -158,73 +275,96 @@ def parse_destination(params: Mapping[str, object]) -> Destination:
         except UnknownType as exc:
             errors.update(exc.errors)
 
-    settings: BaseModel | None = None
-    template = PathTemplate("")
-    template_error: InvalidTemplate | None = None
-    if dtype is not None:
-        model_fields = dtype.fields.model_fields
-        types = available_types()
-        for key in [k for k in data if k not in model_fields]:
-            owner = _type_of_field(key, types)
-            if owner is not None and owner != dtype.name:
-                errors[key] = f"is a field of type {owner!r}, not of type {dtype.name!r}"
-            else:
-                errors[key] = f"unknown field for type {dtype.name!r}"
-            del data[key]
+    if dtype is None:
+        # Still check the common fields, so every problem is reported at once.
+        common = {k: v for k, v in data.items() if k in CommonFields.model_fields}
         try:
-            settings = dtype.fields.model_validate(data)
+            CommonFields.model_validate(common)
         except ValidationError as exc:
-            errors.update(_field_errors(exc))
-        else:
-            for endpoint_field in dtype.endpoint_fields:
-                url = getattr(settings, endpoint_field)
-                if isinstance(url, str) and url:
-                    try:
-                        check_endpoint_scheme(endpoint_field, url)
-                    except InvalidDestination as exc:
-                        errors.update(exc.errors)
-        if dtype.prefix_field is not None:
-            # Compiled from the raw value too, so a template error is reported alongside
-            # the other fields' errors.
-            raw = data.get(dtype.prefix_field) if settings is None else None
-            text = getattr(settings, dtype.prefix_field) if settings is not None else raw
-            if not isinstance(text, str):
-                text = ""
-            try:
-                template = PathTemplate(text)
-            except InvalidTemplate as exc:
-                template_error = exc.for_field(dtype.prefix_field)
-                errors.update(template_error.errors)
-
-    if template_error is not None and len(errors) == 1:
-        raise template_error  # keeps .position for the caller
-    if errors or settings is None or dtype is None:
+            errors.update(_field_errors(exc, offset=0))
         raise InvalidDestination(errors)
-    assert isinstance(name, str)
+
+    allowed = destination_model(dtype.name).model_fields
+    types = available_types()
+    for key in [k for k in data if k not in allowed]:
+        owner = _type_of_field(key, types)
+        if owner is not None and owner != dtype.name:
+            errors[key] = f"is a field of type {owner!r}, not of type {dtype.name!r}"
+        else:
+            errors[key] = f"unknown field for type {dtype.name!r}"
+        del data[key]
+    data["type"] = dtype.name
+    template_error: InvalidTemplate | None = None
+    _, union, tag_parts = _current_union()
+    try:
+        validated = union.validate_python(data)
+    except ValidationError as exc:
+        template_error = _template_error(exc)
+        errors.update(_field_errors(exc, offset=tag_parts))
+        if template_error is not None and len(errors) == 1:
+            raise template_error from None  # keeps .position for the caller
+        raise InvalidDestination(errors) from None
+    if errors:
+        raise InvalidDestination(errors)
+
+    plugin_fields = dtype.fields.model_fields
+    settings = dtype.fields.model_construct(
+        _fields_set={k for k in validated.model_fields_set if k in plugin_fields},
+        **{k: getattr(validated, k) for k in plugin_fields},
+    )
+    prefix = getattr(settings, dtype.prefix_field) if dtype.prefix_field else ""
     return Destination(
         id=dest_id,
-        name=name,
+        name=validated.name,
         type=dtype.name,
-        enabled=flags["enabled"],
-        manifest=flags["manifest"],
-        probe_delete_failure=probe_delete,  # type: ignore[arg-type]
+        enabled=validated.enabled,
+        manifest=validated.manifest,
+        probe_delete_failure=validated.probe_delete_failure,
         settings=settings,
-        template=template,
+        template=_compile(prefix if isinstance(prefix, str) else ""),
+        type_info=dtype,
     )
 
 
-def _field_errors(exc: ValidationError) -> dict[str, str]:
-    """Pydantic errors as {field: message}, never echoing the input (it may be a secret)."""
+def update_destination(destination: Destination, changes: Mapping[str, object]) -> Destination:
+    """``destination`` with ``changes`` applied, validated again (see
+    :meth:`Destination.updated`)."""
+    base = destination.to_params(reveal_secrets=True)
+    if "type" in changes and str(changes["type"]).strip().lower() != destination.type:
+        base = {k: v for k, v in base.items() if k in COMMON_FIELDS}
+    return parse_destination({**base, **changes})
+
+
+_records._update = update_destination
+
+
+def _template_error(exc: ValidationError) -> InvalidTemplate | None:
+    for err in exc.errors(include_input=False, include_url=False):
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, InvalidTemplate):
+            return cause
+    return None
+
+
+def _field_errors(exc: ValidationError, *, offset: int) -> dict[str, str]:
+    """Pydantic errors as {field: message}, never echoing the input (it may be a secret).
+
+    ``offset`` skips the union's tag in each error's location.
+    """
     out: dict[str, str] = {}
     for err in exc.errors(include_input=False, include_url=False):
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, InvalidDestination):
             out.update(cause.errors)
             continue
-        loc = err["loc"]
+        loc = err["loc"][offset:]
         key = str(loc[0]) if loc else "type"
         msg = err["msg"]
         if err["type"] == "missing":
-            msg = "required"
+            msg = _MISSING.get(key, "required")
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "literal_error" and key == "probe_delete_failure":
+            msg = "must be 'fail' or 'warn'"
         out.setdefault(key, msg)
     return out

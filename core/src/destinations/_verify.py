@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from ._errors import StoreError, VerificationFailed
-from ._spec import Destination
+from ._records import Destination
 from ._store import Store, StoreOptions
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -20,6 +20,9 @@ from ._errors import PluginLoadError, VerificationFailed
 from ._plugins import available_types, get_type
 from ._spec import COMMON_FIELDS
 from ._verify import verify as verify_destination
+
+if TYPE_CHECKING:
+    from ._records import DeliveryProgress
 
 
 @click.group()
@@ -133,8 +136,8 @@ def deliver(
 
     Exit 0 if every enabled destination succeeded, 1 if any failed, 2 on bad input.
     """
-    from ._deliver import ResultFile, ResultSet
     from ._deliver import deliver as deliver_result_set
+    from ._records import ResultFile, ResultSet
 
     if (bool(params) or json_file is not None) == bool(destination_ids):
         raise click.UsageError(
@@ -156,17 +159,12 @@ def deliver(
         destinations = [parse_or_exit(params, json_file)]
 
     enabled = sum(1 for d in destinations if d.enabled)
-    if sys.stdout.isatty() and enabled:
+    if sys.stderr.isatty() and enabled:
         total = sum(Path(f).stat().st_size for f in files) * enabled
-        with click.progressbar(length=total, label="delivering", show_percent=True) as bar:
-            progress = _progress_plugin(bar, len(files) * enabled)
-            from ._plugins import host
-
-            host().register_plugin(progress)
-            try:
-                report = deliver_result_set(result_set, destinations, concurrency=concurrency)
-            finally:
-                host().pm.unregister(progress)
+        with _ProgressBar(total, len(files) * enabled) as bar:
+            report = deliver_result_set(
+                result_set, destinations, concurrency=concurrency, on_progress=bar.update
+            )
     else:
         report = deliver_result_set(result_set, destinations, concurrency=concurrency)
 
@@ -192,24 +190,53 @@ def deliver(
     sys.exit(0 if report.ok else 1)
 
 
-def _progress_plugin(bar: Any, files: int) -> object:
-    """An observer moving the progress bar as files land (from delivery's worker threads)."""
-    import threading
+class _ProgressBar:
+    """The terminal's byte progress bar (tqdm: bytes, rate, ETA), fed by this delivery's
+    own ``on_progress`` events from worker threads. A retried put starts again at zero; the
+    bar never moves back, it waits until the retry passes what was shown."""
 
-    from .plugin import hookimpl
+    def __init__(self, total: int, files: int, *, out: TextIO | None = None) -> None:
+        import threading
 
-    lock = threading.Lock()
-    done = [0]
+        from tqdm import tqdm
 
-    class Progress:
-        @hookimpl
-        def destinations_file_delivered(self, size: int) -> None:
-            with lock:
-                done[0] += 1
-                bar.label = f"{done[0]}/{files} files"
-                bar.update(size)
+        self._bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc="delivering",
+            file=sys.stderr if out is None else out,
+            smoothing=0.1,
+            dynamic_ncols=True,
+        )
+        self._lock = threading.Lock()
+        self._shown: dict[tuple[int, str], int] = {}
+        self._files = files
+        self._finished: set[tuple[int, str]] = set()
 
-    return Progress()
+    def update(self, event: DeliveryProgress) -> None:
+        where = (id(event.destination), event.key)
+        with self._lock:
+            shown = self._shown.get(where, 0)
+            if event.bytes_sent > shown:
+                self._shown[where] = event.bytes_sent
+                self._bar.update(event.bytes_sent - shown)
+            if event.bytes_sent == event.bytes_total and where not in self._finished:
+                self._finished.add(where)
+                done = f"{len(self._finished)}/{self._files} files"
+                self._bar.set_postfix_str(done, refresh=False)
+
+    @property
+    def shown(self) -> int:
+        """Bytes the bar shows as sent."""
+        return int(self._bar.n)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
 
 
 class _LazyCommand(click.Command):

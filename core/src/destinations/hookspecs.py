@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ._deliver import DestinationStatus, ResultSet
-    from ._spec import Destination
+    from ._records import Destination, DestinationStatus, ResultSet
     from .plugin import DestinationType
 
 hookspec = pluggy.HookspecMarker("destinations")
