@@ -9,6 +9,7 @@ import pytest
 from destinations import EndpointNotAllowed, InvalidDestination, StoreError
 from destinations._guard import (
     blocked_reason,
+    check_address,
     check_endpoint_scheme,
     find_refusal,
     guarded_create_connection,
@@ -30,7 +31,7 @@ BLOCKED = {
     "fe80::1": "link-local",
     "fe80::1%1": "link-local",
     "fc00::1": "private",
-    "fd00:ec2::254": "private",
+    "fd00:ec2::254": "cloud metadata",
     "224.0.0.1": "multicast",
     "ff02::1": "multicast",
     "240.0.0.1": "reserved",
@@ -86,9 +87,36 @@ def test_guarded_connect_checks_before_connecting(
         return real(host, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
-    with pytest.raises(EndpointNotAllowed, match=r"mixed\.test resolves to 127\.0\.0\.1"):
+    with pytest.raises(EndpointNotAllowed) as caught:
         guarded_create_connection(("mixed.test", recorder.port), 2)
+    assert "mixed.test resolves to an address that is not public" in caught.value.message
+    assert "127.0.0.1" not in str(caught.value)  # the rule, not what the name resolved to
+    assert caught.value.address == "127.0.0.1"  # kept for the operator's log
+    assert caught.value.rule == "a loopback address"
     assert recorder.accepted == []
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.1", "169.254.169.254", "fd00:ec2::254", "100.64.0.1", "127.0.0.1"]
+)
+def test_a_refused_host_name_does_not_reveal_what_it_resolves_to(address: str) -> None:
+    # check_address only classifies: nothing is connected to.
+    with pytest.raises(EndpointNotAllowed) as caught:
+        check_address(address, host="priv.test", label="s3_endpoint")
+    text = str(caught.value)
+    assert address not in text
+    assert caught.value.rule not in text  # not even the kind of address it found
+    assert caught.value.message == (
+        "s3_endpoint host priv.test resolves to an address that is not public (every "
+        "address a name resolves to must be public); only public https endpoints are allowed"
+    )
+    # An IP literal the user wrote may be named, with the rule it breaks.
+    with pytest.raises(EndpointNotAllowed) as literal:
+        check_address(address, host=address, label="s3_endpoint")
+    assert literal.value.message == (
+        f"s3_endpoint connects to {address}, {literal.value.rule}; only public https "
+        "endpoints are allowed"
+    )
 
 
 def test_allow_env_lifts_the_guard(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:

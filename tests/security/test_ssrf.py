@@ -85,7 +85,8 @@ def test_a_name_resolving_to_loopback_makes_no_connection(
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     outcome = attempt(type_name, f"https://loopback.test:{recorder.port}")
     assert outcome["code"] == "endpoint_not_allowed", outcome
-    assert "loopback.test resolves to 127.0.0.1, a loopback address" in outcome["message"]
+    assert "loopback.test resolves to an address that is not public" in outcome["message"]
+    assert "127.0.0.1" not in outcome["message"]
     assert recorder.accepted == []
 
 
@@ -250,4 +251,20 @@ def test_dns_rebinding_between_save_and_connect_is_refused_in_an_empty_netns() -
     outcomes = _in_empty_netns(cases, ("8.8.8.8", "127.0.0.1"))
     for outcome in outcomes:
         assert outcome["code"] == "endpoint_not_allowed", outcome
-        assert "rebind.test resolves to 127.0.0.1" in outcome["message"]
+        assert "rebind.test resolves to an address that is not public" in outcome["message"]
+        assert "127.0.0.1" not in outcome["message"]
+
+
+def test_a_name_resolving_to_a_private_address_is_not_revealed_in_an_empty_netns() -> None:
+    # priv.rebind.test answers 10.0.0.1 (and 169.254.169.254) every time: the refusal names
+    # the rule, never the internal address.
+    for internal in ("10.0.0.1", "169.254.169.254"):
+        cases = [(t, "https://priv.rebind.test:443") for t in TYPES]
+        outcomes = _in_empty_netns(cases, (internal, internal))
+        assert len(outcomes) == len(cases)
+        for outcome in outcomes:
+            assert outcome["code"] == "endpoint_not_allowed", outcome
+            assert "priv.rebind.test resolves to an address that is not public" in (
+                outcome["message"]
+            )
+            assert internal not in outcome["message"], outcome
