@@ -262,8 +262,10 @@ class OssDouble:
             raise OssError(404, "NoSuchKey", "The specified key does not exist.")
         data, meta = self.objects[(bucket, key)], self._meta[(bucket, key)]
         out = {"ETag": f'"{meta.etag}"', "x-oss-hash-crc64ecma": str(meta.crc),
-               "x-oss-object-type": meta.object_type, "Content-Type": "application/octet-stream",
+               "x-oss-object-type": meta.object_type,
                "Last-Modified": email.utils.formatdate(meta.mtime, usegmt=True), **meta.headers}
+        # One Content-Type: the stored one (lower-case key), else OSS's default.
+        out.setdefault("content-type", "application/octet-stream")
         out.update({k[9:]: v for k, v in params.items() if k.startswith("response-")})
         rng = re.fullmatch(r"bytes=(\d*)-(\d*)", hdrs.get("range", "").strip())
         if not rng or rng.groups() == ("", ""):

@@ -80,6 +80,28 @@ def test_delete_missing_key_succeeds(double: OssDouble, version: str) -> None:
     assert make_bucket(double, version).delete_object("never-existed").status == 204
 
 
+@VERSIONS
+def test_content_headers_and_user_metadata_are_kept(double: OssDouble, version: str) -> None:
+    b = make_bucket(double, version)
+    headers = {"Content-Type": "text/csv", "Content-Encoding": "gzip",
+               "x-oss-meta-Origin": "Conformance run 1"}
+    b.put_object("one.csv", b"x", headers=headers)
+    upload = b.init_multipart_upload("parts.csv", headers=headers).upload_id
+    part = b.upload_part("parts.csv", upload, 1, b"y")
+    b.complete_multipart_upload("parts.csv", upload, [PartInfo(1, part.etag)])
+    b.put_object("plain.bin", b"z")
+    for key in ("one.csv", "parts.csv"):
+        got = b.head_object(key).headers
+        assert got["Content-Type"] == "text/csv"  # one value: not joined with a default
+        assert got["Content-Encoding"] == "gzip"
+        metas = {k: v for k, v in got.items() if k.lower().startswith("x-oss-meta-")}
+        assert metas == {"x-oss-meta-origin": "Conformance run 1"}  # names lower-cased
+    plain = b.head_object("plain.bin").headers
+    assert plain["Content-Type"] == "application/octet-stream"
+    assert "Content-Encoding" not in plain
+    assert not [k for k in plain if k.lower().startswith("x-oss-meta-")]
+
+
 def test_chunked_upload(double: OssDouble) -> None:
     b = make_bucket(double)
     b.put_object("chunked", iter([b"abc", b"def" * 1000, b"g"]))

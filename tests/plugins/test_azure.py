@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient, ExponentialRetry
 
 from destinations import (
@@ -33,7 +33,7 @@ from destinations import (
     verify,
 )
 from destinations.plugin import MiB
-from destinations.testing import StoreConformance
+from destinations.testing import ObjectMeta, StoreConformance
 from destinations_azure import AzureFields, AzureStore
 from tests.delivery.faulty_proxy import FaultyProxy
 from tests.emulators.servers import (
@@ -111,6 +111,19 @@ def _read(raw: ContainerClient, key: str) -> bytes | None:
         return None
 
 
+def _read_meta(raw: ContainerClient, key: str) -> ObjectMeta | None:
+    """Get Blob Properties through the raw SDK, straight from azurite."""
+    try:
+        props = raw.get_blob_client(key).get_blob_properties()
+    except ResourceNotFoundError:
+        return None
+    return {
+        "content_type": props.content_settings.content_type,
+        "content_encoding": props.content_settings.content_encoding,
+        "metadata": dict(props.metadata),
+    }
+
+
 class TestAzureConformance(StoreConformance):
     @pytest.fixture
     def destination(self, proxied_endpoint: str, container: str) -> Destination:
@@ -135,6 +148,10 @@ class TestAzureConformance(StoreConformance):
     @pytest.fixture
     def request_counter(self, proxy: CountingProxy) -> ProxyCounter:
         return proxy.counter()
+
+    @pytest.fixture
+    def read_object_meta(self, raw: ContainerClient) -> Callable[[str], ObjectMeta | None]:
+        return lambda key: _read_meta(raw, key)
 
 
 # --- fields -----------------------------------------------------------------------------
@@ -645,3 +662,70 @@ def test_64_mib_round_trip_in_blocks(
     for chunk in blob.download_blob().chunks():
         back.update(chunk)
     assert back.hexdigest() == digest.hexdigest()
+
+
+# --- content encoding and metadata -----------------------------------------------------------
+
+
+def test_encoding_and_metadata_round_trip_keep_name_case(
+    raw: ContainerClient, container: str, azurite: Azurite
+) -> None:
+    with _store(azurite.blob_endpoint, container) as store:
+        store.put(
+            "meta/a.csv.gz",
+            io.BytesIO(b"x"),
+            size=1,
+            content_type="text/csv",
+            content_encoding="gzip",
+            metadata={"Origin": "run 7", "_batch_2": "", "rows": "1"},
+        )
+    props = raw.get_blob_client("meta/a.csv.gz").get_blob_properties()
+    assert props.content_settings.content_encoding == "gzip"
+    assert dict(props.metadata) == {"Origin": "run 7", "_batch_2": "", "rows": "1"}
+
+
+def test_azurite_itself_refuses_a_non_identifier_name(raw: ContainerClient) -> None:
+    # What the plugin checks first is what the service refuses.
+    with pytest.raises(HttpResponseError) as info:
+        raw.upload_blob("meta/raw.txt", b"x", overwrite=True, metadata={"my-key": "v"})
+    assert info.value.error_code == "InvalidMetadata"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "metadata", "fragment"),
+    [
+        (None, {"my-key": "v"}, "C# identifiers"),
+        (None, {"9lives": "v"}, "C# identifiers"),
+        (None, {"a b": "v"}, "C# identifiers"),
+        (None, {"": "v"}, "C# identifiers"),
+        (None, {"Origin": "a", "ORIGIN": "b"}, "differ only in case"),
+        (None, {"city": "Köln"}, "printable ASCII"),
+        (None, {"note": "trailing "}, "printable ASCII"),
+        (None, {"note": "line\nbreak"}, "printable ASCII"),
+        (None, {"big": "x" * (8 * 1024)}, "at most 8192"),
+        ("gzip\r\nx-ms-meta-injected: 1", None, "content_encoding"),
+        (" gzip", None, "content_encoding"),
+    ],
+)
+def test_bad_encoding_or_metadata_is_refused_before_sending(
+    stub: _StubAzure, encoding: str | None, metadata: dict[str, str] | None, fragment: str
+) -> None:
+    stub.answer(201, "", "")
+    with _store(stub.endpoint, "results") as store, pytest.raises(StoreError) as info:
+        store.put(
+            "k.txt",
+            io.BytesIO(b"x"),
+            size=1,
+            content_type=None,
+            content_encoding=encoding,
+            metadata=metadata,
+        )
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert (err.code, err.provider_code, err.transient) == (
+        "provider_error",
+        "InvalidMetadata",
+        False,
+    )
+    assert fragment in err.message
+    assert stub.requests == 0

@@ -22,8 +22,7 @@ from destinations.plugin import DestinationType, Store, StoreOptions, hookimpl
 from ._fields import AzureFields
 
 if TYPE_CHECKING:
-    from ._store import AzureStore
-    from ._store import map_error as map_error
+    from ._store import AzureStore, map_error as map_error
 
 __all__ = ["AzureFields", "AzureStore", "destinations_register_types"]
 

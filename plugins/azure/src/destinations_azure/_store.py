@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from destinations.plugin import (
 from destinations.requests_guard import GuardedAdapter
 
 from ._fields import AzureFields
+from ._metadata import check_content_encoding, check_metadata
 
 __all__ = ["AzureStore", "map_error"]
 
@@ -114,9 +116,24 @@ class AzureStore(Store):
             min_large_block_upload_threshold=1,
         )
 
-    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+    def put(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int | None,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        encoding = check_content_encoding(content_encoding)
+        user_metadata = check_metadata(metadata)
         blob = self._container.get_blob_client(key)
-        settings = ContentSettings(content_type=content_type) if content_type else None
+        settings = (
+            ContentSettings(content_type=content_type, content_encoding=encoding)
+            if content_type or encoding
+            else None
+        )
         with self._errors("put"), open_source(source) as stream:
             if size is None:
                 # The SDK would size a regular file by fstat, ignoring the stream's position.
@@ -127,6 +144,7 @@ class AzureStore(Store):
                 blob_type="BlockBlob",
                 overwrite=True,
                 content_settings=settings,
+                metadata=user_metadata,
                 max_concurrency=self._max_concurrency,
             )
 

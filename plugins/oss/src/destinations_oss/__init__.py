@@ -34,11 +34,13 @@ from ._fields import REGIONS, OssFields, default_endpoint, signing_region
 if TYPE_CHECKING:
     from logging import Logger
 
-    from ._store import MAX_PART_SIZE as MAX_PART_SIZE
-    from ._store import MAX_PARTS as MAX_PARTS
-    from ._store import MIN_PART_SIZE as MIN_PART_SIZE
-    from ._store import OssStore
-    from ._store import map_error as map_error
+    from ._store import (
+        MAX_PART_SIZE as MAX_PART_SIZE,
+        MAX_PARTS as MAX_PARTS,
+        MIN_PART_SIZE as MIN_PART_SIZE,
+        OssStore,
+        map_error as map_error,
+    )
 
     log: Logger
 

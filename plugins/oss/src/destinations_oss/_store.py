@@ -31,6 +31,7 @@ from destinations.plugin import (
 from destinations.requests_guard import GuardedAdapter
 
 from ._fields import _HOST_RE, OssFields, default_endpoint, signing_region
+from ._metadata import check_content_encoding, metadata_headers
 
 __all__ = ["MAX_PARTS", "MAX_PART_SIZE", "MIN_PART_SIZE", "OssStore", "map_error"]
 
@@ -171,14 +172,30 @@ class OssStore(Store):
             raise self._error(exc) from exc
 
     # -- the two primitives ---------------------------------------------------------------
-    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
-        headers = {"Content-Type": content_type} if content_type else None
+    def put(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int | None,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        headers = metadata_headers(metadata)
+        encoding = check_content_encoding(content_encoding)
+        if content_type:
+            headers["Content-Type"] = content_type
+        if encoding:
+            headers["Content-Encoding"] = encoding
         try:
             with open_source(source) as stream:
                 if size is not None and size < self.options.multipart_threshold:
-                    self._bucket.put_object(key, _ExactReader(stream, size), headers=headers)
+                    self._bucket.put_object(
+                        key, _ExactReader(stream, size), headers=headers or None
+                    )
                 else:
-                    self._put_in_parts(key, stream, size, headers)
+                    self._put_in_parts(key, stream, size, headers or None)
         except (oss2.exceptions.OssError, requests.RequestException, _ShortSourceError) as exc:
             raise self._error(exc) from exc
 
