@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .plugin import (
     DestinationType,
@@ -40,8 +40,14 @@ _CHUNK = 1024 * 1024
 class LocalFields(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    local_directory: str
-    local_path_prefix: str = ""
+    local_directory: str = Field(
+        description="An existing directory on the server to write into (inside the "
+        "operator's local root when the HTTP API serves it)."
+    )
+    local_path_prefix: str = Field(
+        "",
+        description="Path template under local_directory, e.g. exports/%COLLECTION_ID%/%DATE%.",
+    )
 
     @field_validator("local_directory")
     @classmethod
