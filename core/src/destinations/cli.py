@@ -18,7 +18,7 @@ from ._cli_common import (
 )
 from ._errors import PluginLoadError, VerificationFailed
 from ._plugins import available_types, get_type
-from ._spec import COMMON_FIELDS
+from ._spec import COMMON_FIELDS, destination_model
 from ._verify import verify as verify_destination
 
 if TYPE_CHECKING:
@@ -32,17 +32,25 @@ def main() -> None:
 
 
 def _type_info(name: str) -> dict[str, Any]:
+    """One type's fields as its full model documents them (the same text as OpenAPI)."""
     dtype = get_type(name)
-    secrets = dtype.secret_fields
+    schema = destination_model(name).model_json_schema()
+    props: dict[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", []))
 
     def describe(field: str) -> dict[str, Any]:
-        info = dtype.fields.model_fields[field]
-        return {
+        prop = props.get(field, {})
+        info: dict[str, Any] = {
             "name": field,
-            "required": info.is_required(),
-            "secret": field in secrets,
-            "description": info.description or "",
+            "required": field in required,
+            "secret": field in dtype.secret_fields,
+            "description": prop.get("description", ""),
         }
+        if "enum" in prop:
+            info["enum"] = prop["enum"]
+        if "default" in prop and prop["default"] not in (None, ""):
+            info["default"] = prop["default"]
+        return info
 
     return {
         "type": name,
