@@ -31,8 +31,9 @@ from destinations import (
     parse_destination,
     verify,
 )
+from destinations._progress import reporting_progress
 from destinations.plugin import MiB
-from destinations.testing import StoreConformance
+from destinations.testing import ObjectMeta, StoreConformance
 from destinations_s3 import S3ProtocolStore
 from tests.emulators.fixtures import MotoHandle
 from tests.emulators.servers import (
@@ -139,6 +140,30 @@ class _MotoConformance(StoreConformance):
     @pytest.fixture
     def request_counter(self, proxy: CountingProxy) -> ProxyCounter:
         return proxy.counter()
+
+    @pytest.fixture
+    def read_object_meta(self, raw: Any, bucket: str) -> Callable[[str], ObjectMeta | None]:
+        return s3_meta_reader(raw, bucket)
+
+
+def s3_meta_reader(raw: Any, bucket: str) -> Callable[[str], ObjectMeta | None]:
+    """``key -> ObjectMeta | None`` from a HeadObject of a raw boto3 client."""
+    from botocore.exceptions import ClientError
+
+    def read(key: str) -> ObjectMeta | None:
+        try:
+            head = raw.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+        return {
+            "content_type": head.get("ContentType"),
+            "content_encoding": head.get("ContentEncoding"),
+            "metadata": dict(head.get("Metadata") or {}),
+        }
+
+    return read
 
 
 class TestS3Conformance(_MotoConformance):
@@ -680,3 +705,161 @@ def test_64_mib_multipart_round_trip_with_flat_memory(
     parts = raw.head_object(Bucket=bucket, Key="big/64mib.bin").get("PartsCount")
     assert parts in (None, 8)  # moto reports PartsCount only with PartNumber queries
     assert threading.active_count() < 50
+
+
+# --- byte progress --------------------------------------------------------------------------
+
+
+def _progress_events(store: Any, key: str, source: Any, size: int | None) -> list[int]:
+    events: list[int] = []
+    lock = threading.Lock()
+
+    def record(nbytes: int) -> None:
+        with lock:
+            events.append(nbytes)
+
+    with reporting_progress(record):
+        store.put(key, source, size=size, content_type="application/octet-stream")
+    return events
+
+
+@pytest.mark.parametrize("kind", ["path", "stream", "small"])
+def test_progress_adds_up_and_comes_often(
+    moto_server: MotoHandle,
+    bucket: str,
+    tmp_path: Path,
+    read_back: Callable[[str], bytes | None],
+    kind: str,
+) -> None:
+    size = 20 * MiB if kind != "small" else 5 * MiB
+    body = os.urandom(size)
+    path = tmp_path / "p.bin"
+    path.write_bytes(body)
+    source: Any = path if kind == "path" else io.BytesIO(body)
+    options = StoreOptions(multipart_threshold=8 * MiB, part_size=8 * MiB, max_connections=4)
+    for params in (
+        _s3compatible(moto_server, bucket, moto_server.endpoint),  # checksums when required
+        _s3(moto_server, bucket),  # default checksums: a body read for them is not progress
+    ):
+        dest = parse_destination(params)
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint)
+            with open_store(dest, options) as store:
+                source = path if kind == "path" else io.BytesIO(body)
+                events = _progress_events(store, f"progress/{kind}.bin", source, size)
+        assert sum(events) == size, params["type"]
+        assert all(n > 0 for n in events)
+        assert max(events) <= min(8 * MiB, size // 100), (params["type"], sorted(set(events)))
+        assert read_back(f"progress/{kind}.bin") == body
+
+
+def test_reports_progress_is_declared() -> None:
+    from destinations import get_type
+
+    assert get_type("s3").reports_progress and get_type("s3compatible").reports_progress
+
+
+# --- content encoding and metadata on the wire ------------------------------------------------
+
+
+def test_encoding_and_metadata_headers_on_the_wire() -> None:
+    with StubServer(lambda r: (200, {}, b"")) as stub:
+        dest = parse_destination(
+            {**_BASE, "type": "s3compatible", "s3_bucket_name": "abc", "s3_endpoint": stub.endpoint}
+        )
+        with open_store(dest) as store:
+            store.put(
+                "k.csv.gz",
+                io.BytesIO(b"x"),
+                size=1,
+                content_type="text/csv",
+                content_encoding="gzip",
+                metadata={"origin": "conformance", "Result-Set": "rs 1"},
+            )
+            store.put("plain", io.BytesIO(b"y"), size=1, content_type=None)
+        first, second = stub.requests
+    assert first.headers["content-encoding"] == "gzip"
+    assert first.headers["x-amz-meta-origin"] == "conformance"
+    assert first.headers["x-amz-meta-result-set"] == "rs 1"
+    assert "content-encoding" not in second.headers
+    assert not [h for h in second.headers if h.startswith("x-amz-meta-")]
+
+
+# --- transient or not: the plugin's word ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "transient"),
+    [
+        (503, "SlowDown", True),
+        (400, "RequestTimeout", True),
+        (500, "InternalError", True),
+        (400, "BadDigest", True),
+        (503, "SomethingNew", True),  # no code known: the status decides (generic rule)
+        (400, "InvalidArgument", False),
+        (403, "AccessDenied", False),
+        (404, "NoSuchBucket", False),
+    ],
+)
+def test_error_mapper_sets_status_and_transient(status: int, code: str, transient: bool) -> None:
+    with StubServer(lambda r: s3_error(status, code)) as stub:
+        store = S3ProtocolStore(
+            bucket="abc",
+            access_key_id="AKIA0000",
+            secret_access_key="secret",
+            endpoint_url=stub.endpoint,
+            region="auto",
+            addressing_style="path",
+            options=StoreOptions(),
+        )
+        with store, pytest.raises(StoreError) as info:
+            store.put("k", io.BytesIO(b"x"), size=1, content_type=None)
+    assert (info.value.status, info.value.provider_code) == (status, code)
+    assert info.value.transient is transient
+
+
+def test_dropped_connection_is_transient_endpoint_unreachable() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+
+        def drop() -> None:
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.close()  # no answer at all
+
+        thread = threading.Thread(target=drop, daemon=True)
+        thread.start()
+        store = S3ProtocolStore(
+            bucket="abc",
+            access_key_id="AKIA0000",
+            secret_access_key="secret",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region="auto",
+            addressing_style="path",
+            options=StoreOptions(timeout=5),
+        )
+        with store, pytest.raises(StoreError) as info:
+            store.delete("k")
+        thread.join(5)
+    assert info.value.code == "endpoint_unreachable"
+    assert info.value.transient is True
+
+
+def test_stream_giving_more_than_announced_is_refused(
+    moto_server: MotoHandle, bucket: str, read_back: Callable[[str], bytes | None]
+) -> None:
+    options = StoreOptions(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    with _opened(moto_server, bucket, moto_server.endpoint, **vars_of(options)) as store:
+        for announced in (6 * MiB, 6 * MiB + 2):
+            with pytest.raises(StoreError) as info:
+                body = io.BytesIO(os.urandom(6 * MiB + 1))
+                store.put("t/over", body, size=announced, content_type=None)
+            assert info.value.provider_code == "IncompleteBody"
+            assert info.value.transient is False
+    assert read_back("t/over") is None
+
+
+def vars_of(options: StoreOptions) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in options.__dataclass_fields__}

@@ -91,6 +91,7 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             prefix_field="s3_path_prefix",
             description="An Amazon S3 bucket, in any commercial AWS region.",
             masked_fields=("s3_access_key_id",),
+            reports_progress=True,
         )
     )
     register(
@@ -103,5 +104,6 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             "Backblaze B2, Ceph, DigitalOcean Spaces…) at its endpoint URL.",
             masked_fields=("s3_access_key_id",),
             endpoint_fields=("s3_endpoint",),
+            reports_progress=True,
         )
     )

@@ -6,18 +6,21 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from destinations.plugin import InvalidDestination, SecretStr
-from destinations.plugin import check_endpoint_url as _check_endpoint_url
+from destinations.plugin import (
+    AccessKeyId,
+    InvalidDestination,
+    PathPrefix,
+    Secret,
+    check_endpoint_url as _check_endpoint_url,
+)
 
 __all__ = [
     "S3CompatibleFields",
     "S3Fields",
-    "check_access_key_id",
     "check_aws_bucket_name",
     "check_endpoint_url",
     "check_lenient_bucket_name",
     "check_region",
-    "check_secret",
 ]
 
 _AWS_BUCKET_CHARS = re.compile(r"[a-z0-9.-]+")
@@ -82,35 +85,6 @@ def check_lenient_bucket_name(field: str, value: str) -> str:
     )
 
 
-def check_access_key_id(field: str, value: str) -> str:
-    key = value.strip()
-    if not key:
-        raise InvalidDestination({field: "required"})
-    if len(key) > 128 or not key.isascii() or not key.isprintable() or " " in key:
-        raise InvalidDestination(
-            {field: "must be an access key id: up to 128 printable ASCII characters, no spaces"}
-        )
-    return key
-
-
-def check_secret(field: str, value: SecretStr) -> SecretStr:
-    # Never echo any part of the value: only its shape is described.
-    secret = value.get_secret_value().strip()
-    if not secret:
-        raise InvalidDestination({field: "required"})
-    if " " in secret:
-        # AWS secrets often hold "+", which an unencoded form body turns into a space.
-        raise InvalidDestination(
-            {
-                field: "must not contain spaces (a '+' sent unencoded in a form body arrives "
-                "as a space: encode it as %2B, e.g. with curl --data-urlencode)"
-            }
-        )
-    if not secret.isascii() or not secret.isprintable():
-        raise InvalidDestination({field: "must be printable ASCII characters"})
-    return SecretStr(secret)
-
-
 def check_endpoint_url(field: str, value: str) -> str:
     """An ``http(s)://host[:port][/path]`` URL without credentials, query or fragment."""
     return _check_endpoint_url(
@@ -146,18 +120,8 @@ class _S3Keys(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    s3_access_key_id: str = Field(description=_KEY_ID)
-    s3_secret_access_key: SecretStr = Field(description=_SECRET)
-
-    @field_validator("s3_access_key_id")
-    @classmethod
-    def _key_id(cls, value: str) -> str:
-        return check_access_key_id("s3_access_key_id", value)
-
-    @field_validator("s3_secret_access_key")
-    @classmethod
-    def _secret(cls, value: SecretStr) -> SecretStr:
-        return check_secret("s3_secret_access_key", value)
+    s3_access_key_id: AccessKeyId = Field(description=_KEY_ID)
+    s3_secret_access_key: Secret = Field(description=_SECRET)
 
 
 class S3Fields(_S3Keys):
@@ -167,7 +131,7 @@ class S3Fields(_S3Keys):
         description="Name of an existing Amazon S3 general purpose bucket (3-63 lowercase "
         "letters, digits, dots, hyphens)."
     )
-    s3_path_prefix: str = Field("", description=_PREFIX)
+    s3_path_prefix: PathPrefix = Field("", description=_PREFIX)
 
     @field_validator("s3_bucket_name")
     @classmethod
@@ -186,7 +150,7 @@ class S3CompatibleFields(_S3Keys):
         description="The provider's S3 endpoint URL, e.g. 'https://s3.eu-central-1.wasabisys.com'."
         " Requests use path-style addressing (endpoint/bucket/key)."
     )
-    s3_path_prefix: str = Field("", description=_PREFIX)
+    s3_path_prefix: PathPrefix = Field("", description=_PREFIX)
     s3_region: str = Field(
         "auto",
         description="Region the requests are signed for; 'auto' (the default) suits most "

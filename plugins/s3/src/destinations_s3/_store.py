@@ -6,41 +6,38 @@ it: ``destinations-gcs`` drives Google's XML API with HMAC keys through it.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import boto3.session
 import botocore.session
 from boto3.s3.transfer import (
+    OSUtils,
     TransferConfig,
     create_transfer_manager,
 )
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ProxyConnectionError,
-    ReadTimeoutError,
-    SSLError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from destinations.plugin import (
+    LimitedReader,
+    ProgressCallback,
     SecretStr,
     Source,
     Store,
     StoreError,
     StoreOptions,
+    classify_transport_error,
     find_refusal,
     open_source,
     read_exactly,
+    upload_progress,
 )
 
 from ._guard import guard_client
@@ -63,6 +60,30 @@ _CREDENTIAL_CODES = frozenset(
 _DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled"})
 _REGION_CODES = frozenset(
     {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
+)
+#: Codes worth another attempt: throttling, the service failing or timing out waiting for
+#: the body, and bodies corrupted in transit (S3, and the S3-compatible services and GCS's
+#: XML API that answer with S3's codes). Any other code is transient only by its HTTP status
+#: (core's generic rule: 408, 429, 5xx).
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "BadDigest",
+        "XAmzContentSHA256Mismatch",
+    }
 )
 _SAFE_REGION = re.compile(r"[a-z0-9-]{1,63}")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -192,19 +213,46 @@ class S3ProtocolStore(Store):
 
     # -- Store -------------------------------------------------------------------------------
 
-    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
-        extra = {"ContentType": content_type} if content_type else {}
+    def put(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int | None,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        progress = upload_progress()  # captured here: transfer threads call it
+        extra: dict[str, Any] = {}
+        if content_type:
+            extra["ContentType"] = content_type
+        if content_encoding:
+            extra["ContentEncoding"] = content_encoding
+        if metadata:
+            extra["Metadata"] = dict(metadata)
+        fileobj: str | Any
         try:
             if size is not None and size < self.options.multipart_threshold:
+                # Read first, so a source that gives more or fewer bytes than announced
+                # writes nothing; then one PutObject (the transfer manager sends it, for
+                # its progress callbacks).
                 with open_source(source) as stream:
-                    body = read_exactly(stream, size)
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+                    fileobj = io.BytesIO(read_exactly(stream, size))
+            elif isinstance(source, str | os.PathLike):
+                # By name, so parts are read from disk as they are sent, never whole.
+                fileobj = os.fspath(source)
+            elif size is not None:
+                # A stream of announced size: read one part at a time, and never more (or
+                # fewer) bytes than announced.
+                fileobj = LimitedReader(source, size, exact=True)
             else:
-                # A path goes by name so parts are read from disk as they are sent; a stream
-                # (seekable or not) is read one part at a time. Never the whole file.
-                fileobj = os.fspath(source) if isinstance(source, str | os.PathLike) else source
-                with create_transfer_manager(self._client, self._transfer_config) as manager:
-                    manager.upload(fileobj, self.bucket, key, extra_args=extra or None).result()
+                fileobj = source  # unsized (seekable or not): read one part at a time
+            metered = _MeteredOSUtils(progress, progress_granule(size))
+            with create_transfer_manager(
+                self._client, self._transfer_config, osutil=metered
+            ) as manager:
+                manager.upload(fileobj, self.bucket, key, extra_args=extra or None).result()
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
 
@@ -267,33 +315,16 @@ class S3ProtocolStore(Store):
         refusal = find_refusal(exc)
         if refusal is not None:
             return refusal
-        lab = self.labels
-        where = f"{lab.provider} at {self.endpoint}"
         if isinstance(exc, ClientError):
             return self._client_error(exc)
+        lab = self.labels
+        where = f"{lab.provider} at {self.endpoint}"
+        transport = classify_transport_error(
+            exc, host=where, check=lab.endpoint, timeout=self.options.timeout
+        )
+        if transport is not None:
+            return transport
         name = type(exc).__name__
-        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
-            kind = "connect" if isinstance(exc, ConnectTimeoutError) else "read"
-            return StoreError(
-                "timeout",
-                f"{where} did not answer within {self.options.timeout:g} s ({kind} timeout); "
-                "check that it is reachable from this server",
-                provider_code=name,
-            )
-        if isinstance(exc, SSLError):
-            return StoreError(
-                "tls_error",
-                f"the TLS connection to {where} failed (certificate or handshake); the endpoint "
-                "needs a certificate this server trusts",
-                provider_code=name,
-            )
-        if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ProxyConnectionError):
-            fix = f"check {lab.endpoint} and that" if lab.endpoint else "check that"
-            return StoreError(
-                "endpoint_unreachable",
-                f"could not connect to {where}; {fix} the service is reachable from this server",
-                provider_code=name,
-            )
         return StoreError(
             "provider_error", f"the request to {where} failed ({name})", provider_code=name
         )
@@ -301,7 +332,8 @@ class S3ProtocolStore(Store):
     def _client_error(self, exc: ClientError) -> StoreError:
         lab = self.labels
         code = _error_code(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        raw_status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = raw_status if isinstance(raw_status, int) else None
         bucket = self.bucket
         if code in _CREDENTIAL_CODES:
             return StoreError(
@@ -309,6 +341,8 @@ class S3ProtocolStore(Store):
                 f"{lab.provider} rejected the credentials ({code}): check {lab.access_key_id} "
                 f"and {lab.secret}",
                 provider_code=code,
+                status=status,
+                transient=False,
             )
         if code in _DENIED_CODES or (code in ("403", "Forbidden") and status == 403):
             return StoreError(
@@ -316,6 +350,8 @@ class S3ProtocolStore(Store):
                 f"the credentials may not write to bucket {bucket!r} ({code}): grant them "
                 f"{lab.permissions} on the bucket under the path prefix",
                 provider_code=code,
+                status=status,
+                transient=False,
             )
         if code == "NoSuchBucket":
             return StoreError(
@@ -323,13 +359,24 @@ class S3ProtocolStore(Store):
                 f"bucket {bucket!r} does not exist at {lab.provider}; check {lab.bucket} "
                 "(buckets are never created automatically)",
                 provider_code=code,
+                status=status,
+                transient=False,
             )
         if code in _REGION_CODES or status == 301:
-            return StoreError("wrong_region", self._region_message(exc), provider_code=code)
+            return StoreError(
+                "wrong_region",
+                self._region_message(exc),
+                provider_code=code,
+                status=status,
+                transient=False,
+            )
         return StoreError(
             "provider_error",
             f"{lab.provider} refused the request for bucket {bucket!r}: HTTP {status} {code}",
             provider_code=code,
+            status=status,
+            # throttling and server-side failures by code; anything else by its status
+            transient=True if code in _TRANSIENT_CODES else None,
         )
 
     def _region_message(self, exc: ClientError) -> str:
@@ -358,6 +405,106 @@ class S3ProtocolStore(Store):
                 )
             )
         return f"{head}: {fix}"
+
+
+#: Unsized uploads report at least this often.
+_UNSIZED_GRANULE = 256 * 1024
+
+
+def progress_granule(size: int | None) -> int:
+    """Bytes between progress reports: 1 % of ``size``, at most 8 MiB (core's contract)."""
+    if size is None:
+        return _UNSIZED_GRANULE
+    return max(1, min(8 * 1024 * 1024, size // 100))
+
+
+class _MeteredOSUtils(OSUtils):  # type: ignore[misc]
+    """s3transfer's file utilities, with every request body it opens metered (one per put).
+
+    s3transfer aggregates its own progress callbacks to 256 KiB, more than 1 % of a file
+    under 25 MiB; the bodies it builds for PutObject/UploadPart are wrapped instead, so
+    progress is what the HTTP layer actually reads for sending, as finely as needed.
+    """
+
+    def __init__(self, progress: ProgressCallback, granule: int) -> None:
+        super().__init__()
+        self._progress = progress
+        self._granule = granule
+
+    def open_file_chunk_reader(self, *args: Any, **kwargs: Any) -> _MeteredBody:
+        chunk = super().open_file_chunk_reader(*args, **kwargs)
+        return _MeteredBody(chunk, self._progress, self._granule)
+
+    def open_file_chunk_reader_from_fileobj(self, *args: Any, **kwargs: Any) -> _MeteredBody:
+        chunk = super().open_file_chunk_reader_from_fileobj(*args, **kwargs)
+        return _MeteredBody(chunk, self._progress, self._granule)
+
+
+class _MeteredBody:
+    """One request body (s3transfer's ``ReadFileChunk``) that reports bytes read for sending.
+
+    Reads while the body is not being sent (s3transfer signals it: botocore reading it for a
+    checksum) are not progress. A body rewound and sent again reports only bytes past the
+    furthest point already reported, so the reports add up to the object's size. A read of
+    more than ``granule`` bytes returns ``granule`` (a short read, which every reader of a
+    request body handles), so reports come at least every ``granule`` bytes.
+    """
+
+    def __init__(self, chunk: Any, progress: ProgressCallback, granule: int) -> None:
+        self._chunk = chunk
+        self._progress = progress
+        self._granule = granule
+        self._sending = False
+        self._reported = 0
+
+    def read(self, amount: int | None = None) -> bytes:
+        if amount is not None and amount > self._granule:
+            amount = self._granule
+        data: bytes = self._chunk.read(amount)
+        if self._sending and data:
+            position: int = self._chunk.tell()
+            if position > self._reported:
+                self._progress(position - self._reported)
+                self._reported = position
+        return data
+
+    def seek(self, where: int, whence: int = 0) -> None:
+        self._chunk.seek(where, whence)
+
+    def tell(self) -> int:
+        position: int = self._chunk.tell()
+        return position
+
+    def signal_transferring(self) -> None:
+        self._sending = True
+        self._chunk.signal_transferring()
+
+    def signal_not_transferring(self) -> None:
+        self._sending = False
+        self._chunk.signal_not_transferring()
+
+    def enable_callback(self) -> None:
+        self._sending = True
+        self._chunk.enable_callback()
+
+    def disable_callback(self) -> None:
+        self._sending = False
+        self._chunk.disable_callback()
+
+    def close(self) -> None:
+        self._chunk.close()
+
+    def __len__(self) -> int:
+        return len(self._chunk)
+
+    def __enter__(self) -> _MeteredBody:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunk)
 
 
 def _error_code(exc: ClientError) -> str:
