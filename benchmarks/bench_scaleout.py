@@ -110,14 +110,18 @@ def main() -> None:
     from sqlalchemy.pool import NullPool
 
     from destinations import ResultFile, ResultSet, parse_destination
-    from destinations.api._crypto import SecretBox
-    from destinations.api._db import DestinationRow, create_account, make_engine, upgrade, utcnow
-    from destinations.api._statuses import (
+    from destinations.celery import create_celery, fan_out
+    from destinations.persistence import (
         FINAL_STATUSES,
         DeliveryStatusRow,
+        DestinationRow,
+        SecretBox,
+        create_account,
+        make_engine,
         read_delivery_statuses,
+        upgrade,
+        utcnow,
     )
-    from destinations.celery import create_celery, fan_out
     from tests.emulators.servers import MotoServer
 
     broker = BROKERS[args.broker]

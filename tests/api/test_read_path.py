@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from destinations.api import _app, create_api_key
-from destinations.api._service import KeyCache
+from destinations.api._keys import KeyCache
 from tests.api.test_api import KEY_ID, SECRET, create, failure, vault_params
 
 

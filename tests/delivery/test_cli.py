@@ -88,10 +88,10 @@ def test_deliver_stored_destination(
 ) -> None:
     from sqlalchemy.orm import Session
 
-    from destinations.api._crypto import load_secret_box
-    from destinations.api._db import (
+    from destinations.persistence import (
         DestinationRow,
         create_account,
+        load_secret_box,
         make_engine,
         new_destination_id,
         upgrade,

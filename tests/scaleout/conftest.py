@@ -27,9 +27,17 @@ from cryptography.fernet import Fernet
 from pydantic_core import to_jsonable_python
 
 from destinations import Destination
-from destinations.api._crypto import SecretBox
-from destinations.api._db import DestinationRow, create_account, make_engine, upgrade, utcnow
-from destinations.api._statuses import FINAL_STATUSES, StoredStatus, read_delivery_statuses
+from destinations.persistence import (
+    FINAL_STATUSES,
+    DestinationRow,
+    SecretBox,
+    StoredStatus,
+    create_account,
+    make_engine,
+    read_delivery_statuses,
+    upgrade,
+    utcnow,
+)
 from tests.postgres import fresh_schema
 
 REDIS_URL = os.environ.get("DESTINATIONS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from destinations import ResultFile, ResultSet
-from destinations.api._db import make_engine, upgrade
-from destinations.api._statuses import read_delivery_statuses, record_status
 from destinations.celery import FileRef, ReferenceUnavailable, ResultSetRef
+from destinations.persistence import make_engine, read_delivery_statuses, record_status, upgrade
 
 
 def test_message_round_trip_is_json_with_references_only(tmp_path: Path) -> None:

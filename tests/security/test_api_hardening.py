@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+import destinations
 from destinations.api import create_api_key
-from destinations.api._crypto import SecretBox
-from destinations.api._db import DestinationRow, make_engine
 from destinations.api.cli import keys as keys_cli
+from destinations.persistence import DestinationRow, SecretBox, make_engine
 from tests.api.vaultplugin import VaultStore
 
 
@@ -165,5 +165,7 @@ def test_rotate_encryption_keys(
     for i in range(1, 5):
         assert only_new.decrypt(tokens[f"k{i}"])["vault_secret_key"] == f"secret-{i}"
     assert only_new.decrypt(tokens["renamed"])["vault_secret_key"] == "secret-0"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(destinations.SecretsUnreadable) as info:
         SecretBox([old]).decrypt(tokens["k1"])  # the old key is retired
+    assert old not in str(info.value) and new not in str(info.value)
+    assert "secret-1" not in str(info.value)

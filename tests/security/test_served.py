@@ -22,8 +22,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from destinations.api._crypto import load_secret_box
-from destinations.api._db import DestinationRow, make_engine
+from destinations.persistence import DestinationRow, load_secret_box, make_engine
 from tests.security.conftest import Server, start_server
 
 

@@ -11,8 +11,14 @@ from typing import Any, NoReturn
 
 import click
 
-from ._errors import DestinationsError, InvalidDestination, VerificationFailed
-from ._spec import Destination, parse_destination
+from . import (
+    Destination,
+    DestinationsError,
+    InvalidDestination,
+    SecretsUnreadable,
+    VerificationFailed,
+    parse_destination,
+)
 
 __all__ = [
     "database_url_option",
@@ -100,24 +106,25 @@ def load_stored(ids: tuple[str, ...], database_url: str | None) -> list[Destinat
     """Destinations stored by the HTTP API, decrypted here; exit 2 when one cannot be."""
     try:
         # By name, so neither this module nor its type check pulls in the api extra.
-        app = importlib.import_module("destinations.api._app")
-        loader = importlib.import_module("destinations.api._load")
+        persistence = importlib.import_module("destinations.persistence")
     except ModuleNotFoundError as exc:
         raise click.ClickException(
             f"--destination needs the HTTP API extra ({exc.name} is missing): "
             "pip install 'destinations[api]'"
         ) from exc
-    url = database_url or app.DEFAULT_DATABASE_URL
+    from ._settings import settings
+
+    url = database_url or settings().database_url
     out: list[Destination] = []
     for destination_id in ids:
         try:
-            out.append(loader.load_destination(url, destination_id))
-        except loader.DestinationNotFound as exc:
+            out.append(persistence.load_destination(url, destination_id))
+        except persistence.DestinationNotFound as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except InvalidDestination as exc:
             fail_input(exc, f"stored destination {destination_id!r} is no longer valid:")
-        except RuntimeError as exc:  # secrets that do not decrypt; the message names no secret
+        except SecretsUnreadable as exc:  # the message names where the keys come from, no key
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
     return out

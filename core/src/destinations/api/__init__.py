@@ -7,16 +7,20 @@ serve``. Needs the ``api`` extra (``pip install 'destinations[api]'``).
 
 from __future__ import annotations
 
-import os
-
-from ._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, LOCAL_ROOT_ENV, create_app
-from ._crypto import ENCRYPTION_KEYS_ENV
-from ._db import create_account, make_engine, upgrade
+from .._settings import settings
+from ..persistence import (
+    DEFAULT_DATABASE_URL,
+    ENCRYPTION_KEYS_ENV,
+    create_account,
+    make_engine,
+    upgrade,
+)
+from ._app import DATABASE_URL_ENV, LOCAL_ROOT_ENV, create_app
 
 
 def create_api_key(name: str, *, database_url: str | None = None) -> str:
     """Create an account called ``name`` and return its new API key (shown only once)."""
-    url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    url = database_url or settings().database_url
     engine = make_engine(url)
     try:
         upgrade(engine)

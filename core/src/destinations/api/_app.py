@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._crypto import load_secret_box
-from ._db import make_engine, upgrade
+from .._settings import DEFAULT_DATABASE_URL, env_name, settings
+from ..persistence import DestinationRepository, load_secret_box, make_engine, upgrade
 from ._openapi import build_openapi
 from ._service import ApiError, DestinationService, Settings
 
@@ -32,9 +32,8 @@ __all__ = [
 
 log = logging.getLogger("destinations.api")
 
-DATABASE_URL_ENV = "DESTINATIONS_DATABASE_URL"
-LOCAL_ROOT_ENV = "DESTINATIONS_LOCAL_ROOT"
-DEFAULT_DATABASE_URL = "sqlite:///destinations.db"
+DATABASE_URL_ENV = env_name("database_url")
+LOCAL_ROOT_ENV = env_name("local_root")
 WRITE_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
@@ -202,10 +201,10 @@ def create_app(
     database_url: str | None = None,
     local_root: str | os.PathLike[str] | None = None,
     encryption_keys: str | Sequence[str] | None = None,
-    max_destinations: int = 50,
+    max_destinations: int | None = None,
     verify_timeout: float = 30.0,
     max_body_bytes: int = 64 * 1024,
-    verifications_per_minute: int = 30,
+    verifications_per_minute: int | None = None,
 ) -> Starlette:
     """The Destinations HTTP API as an ASGI app, its database migrated to the newest schema.
 
@@ -214,13 +213,21 @@ def create_app(
     destinations may write into (else ``DESTINATIONS_LOCAL_ROOT``; with neither, the
     ``local`` type is not offered). ``encryption_keys``: Fernet keys, newest first (else
     ``DESTINATIONS_ENCRYPTION_KEYS``, else a key file beside a SQLite database).
-    ``verifications_per_minute``: verification attempts allowed per account (a token bucket
-    in this process: each replica counts its own; 0 turns the limit off); more answer 429
-    with ``Retry-After``.
+    ``max_destinations``: destinations one account may hold (else
+    ``DESTINATIONS_MAX_DESTINATIONS``, else 50). ``verifications_per_minute``: verification
+    attempts allowed per account (a token bucket in this process: each replica counts its
+    own; 0 turns the limit off; else ``DESTINATIONS_VERIFICATIONS_PER_MINUTE``, else 30); more
+    answer 429 with ``Retry-After``. The environment is read through
+    :func:`destinations._settings.settings`.
     """
-    database_url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    env = settings()
+    database_url = database_url or env.database_url
     if local_root is None:
-        local_root = os.environ.get(LOCAL_ROOT_ENV) or None
+        local_root = env.local_root
+    if max_destinations is None:
+        max_destinations = env.max_destinations
+    if verifications_per_minute is None:
+        verifications_per_minute = env.verifications_per_minute
     root: Path | None = None
     if local_root is not None:
         root = Path(os.path.realpath(local_root))
@@ -230,8 +237,7 @@ def create_app(
     engine = make_engine(database_url)
     upgrade(engine)
     service = DestinationService(
-        engine,
-        box,
+        DestinationRepository(engine, box),
         Settings(
             local_root=root,
             max_destinations=max_destinations,

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from ._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, LOCAL_ROOT_ENV
+from ..persistence import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
+from ._app import LOCAL_ROOT_ENV
 
 DEFAULT_LOCAL_ROOT = "./destinations-data"
 
@@ -105,8 +106,7 @@ def rotate_encryption(database_url: str) -> None:
     database), keeping the old ones after it, and restart every replica; then run this.
     When it reports every row rotated, the old keys can be removed.
     """
-    from ._crypto import load_secret_box
-    from ._db import make_engine, rotate_secrets, upgrade
+    from ..persistence import load_secret_box, make_engine, rotate_secrets, upgrade
 
     try:
         box = load_secret_box(None, database_url)

@@ -31,7 +31,7 @@ database and a broker; only the workers need the encryption keys.
 
 from __future__ import annotations
 
-from ..api._statuses import StoredStatus, read_delivery_statuses
+from ..persistence import StoredStatus, read_delivery_statuses
 from ._app import BROKER_URL_ENV, TASK_NAME, FanOut, create_celery, deliver_to_destination, fan_out
 from ._message import FileRef, ReferenceUnavailable, ResultSetRef
 

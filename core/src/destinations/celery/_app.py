@@ -13,27 +13,35 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from celery import Celery  # type: ignore[import-untyped]
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
-from .._deliver import DeliveryError, ResultSet, RetryPolicy, deliver, is_transient
-from .._errors import InvalidDestination, StoreError
-from .._spec import Destination, parse_destination
-from .._store import StoreOptions
-from ..api._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
-from ..api._crypto import SecretBox, load_secret_box
-from ..api._db import DestinationRow, make_engine
-from ..api._statuses import StatusName, record_status
+from .. import (
+    DeliveryError,
+    InvalidDestination,
+    ResultSet,
+    RetryPolicy,
+    SecretsUnreadable,
+    StoreOptions,
+    deliver,
+)
+from .._settings import DEFAULT_QUEUE, env_name, settings
+from ..persistence import (
+    DestinationRepository,
+    StatusName,
+    enabled_flags,
+    load_secret_box,
+    make_engine,
+    record_status,
+)
 from ._message import ReferenceUnavailable, ResultSetRef
 
 __all__ = ["BROKER_URL_ENV", "TASK_NAME", "FanOut", "create_celery", "fan_out"]
 
 log = logging.getLogger("destinations.celery")
 
-BROKER_URL_ENV: Final = "DESTINATIONS_BROKER_URL"
+BROKER_URL_ENV: Final = env_name("broker_url")
 TASK_NAME: Final = "destinations.deliver_to_destination"
-DEFAULT_QUEUE: Final = "destinations"
 
 
 def _entry(text: str) -> dict[str, str]:
@@ -43,7 +51,8 @@ def _entry(text: str) -> dict[str, str]:
 
 class _Context:
     """What a task needs besides its message: the database (one engine per process, made
-    after any fork) and the secret box. Attached to the app as ``app.destinations``."""
+    after any fork) and the secret box, as one repository. Attached to the app as
+    ``app.destinations``."""
 
     def __init__(
         self,
@@ -68,15 +77,19 @@ class _Context:
         self._lock = threading.Lock()
         self._pid = -1
         self._engine: Engine | None = None
-        self._box: SecretBox | None = None
+        self._repository: DestinationRepository | None = None
 
     def engine(self) -> Engine:
         with self._lock:
-            if self._engine is None or self._pid != os.getpid():
-                # A pool inherited through fork would share sockets with the parent.
-                self._engine = make_engine(self.database_url)
-                self._pid = os.getpid()
-            return self._engine
+            return self._current_engine()
+
+    def _current_engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            # A pool inherited through fork would share sockets with the parent.
+            self._engine = make_engine(self.database_url)
+            self._pid = os.getpid()
+            self._repository = None
+        return self._engine
 
     def close(self) -> None:
         with self._lock:
@@ -84,33 +97,15 @@ class _Context:
                 self._engine.dispose()
                 self._engine = None
 
-    def box(self) -> SecretBox:
+    def repository(self) -> DestinationRepository:
+        """This process's repository. Its secret box is loaded on first use, so fan-out
+        (which reads no secret) needs no keys."""
         with self._lock:
-            if self._box is None:
-                self._box = load_secret_box(self.encryption_keys, self.database_url)
-            return self._box
-
-    def load(self, destination_id: str, account_id: int | None) -> Destination | None:
-        """The stored destination, secrets decrypted here on the worker; None if it is gone
-        (or belongs to another account)."""
-        query = select(DestinationRow).where(DestinationRow.id == destination_id)
-        if account_id is not None:
-            query = query.where(DestinationRow.account_id == account_id)
-        with Session(self.engine()) as session:
-            row = session.scalar(query)
-        if row is None:
-            return None
-        secrets = self.box().decrypt(row.secrets)
-        return parse_destination(
-            {
-                **row.params,
-                **secrets,
-                "id": row.id,
-                "name": row.name,
-                "type": row.type,
-                "enabled": row.enabled,
-            }
-        )
+            engine = self._current_engine()
+            if self._repository is None:
+                box = load_secret_box(self.encryption_keys, self.database_url)
+                self._repository = DestinationRepository(engine, box)
+            return self._repository
 
 
 class _App(Celery):  # type: ignore[misc]
@@ -156,10 +151,11 @@ def create_celery(
     (``task_acks_late``), requeues it when its worker process dies
     (``task_reject_on_worker_lost``) and prefetches one task per worker process.
     """
-    broker_url = broker_url or os.environ.get(BROKER_URL_ENV)
+    env = settings()
+    broker_url = broker_url or env.broker_url
     if not broker_url:
         raise ValueError(f"give a broker URL (or set {BROKER_URL_ENV})")
-    database_url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    database_url = database_url or env.database_url
     root = Path(os.path.realpath(shared_root)) if shared_root is not None else None
     app = _App(main, broker=broker_url, set_as_current=False)
     app.conf.update(
@@ -206,9 +202,8 @@ def create_celery(
 
 
 def _transient(error: DeliveryError | None) -> bool:
-    if error is None:
-        return False
-    return is_transient(StoreError(error.code, error.message, provider_code=error.provider_code))
+    """The plugin's judgement, carried by the delivery's error (core's one retry rule)."""
+    return error is not None and error.transient
 
 
 def deliver_to_destination(
@@ -249,11 +244,11 @@ def deliver_to_destination(
         return "failed"
 
     try:
-        destination = ctx.load(destination_id, account_id)
+        destination = ctx.repository().find(destination_id, account_id)
     except InvalidDestination as exc:
         fields = ", ".join(sorted(exc.errors)) if getattr(exc, "errors", None) else "its fields"
         return fail(f"the stored destination no longer validates ({fields})")
-    except RuntimeError:  # the secrets do not decrypt with this worker's keys
+    except SecretsUnreadable:  # the secrets do not decrypt with this worker's keys
         return fail("the stored destination's secrets do not decrypt on this worker")
     if destination is None:
         return fail(f"no destination with id {destination_id!r}")
@@ -336,15 +331,7 @@ def fan_out(
     message = ref.to_message()
     ids = list(dict.fromkeys(destination_ids))
     engine = ctx.engine()
-    with Session(engine) as session:
-        rows = {
-            r.id: r
-            for r in session.execute(
-                select(DestinationRow.id, DestinationRow.enabled, DestinationRow.account_id).where(
-                    DestinationRow.id.in_(ids)
-                )
-            )
-        }
+    flags = enabled_flags(engine, ids)
     task = app.tasks[TASK_NAME]
     queued: dict[str, str] = {}
     skipped: list[str] = []
@@ -356,12 +343,12 @@ def fan_out(
             "collection_id": ref.collection_id,
             "account_id": account_id,
         }
-        row = rows.get(destination_id)
-        if row is None or (account_id is not None and row.account_id != account_id):
+        found = flags.get(destination_id)
+        if found is None or (account_id is not None and found[1] != account_id):
             record_status(engine, status="failed", log=[_entry("no such destination")], **common)
             missing.append(destination_id)
             continue
-        if not row.enabled:
+        if not found[0]:
             record_status(
                 engine,
                 status="skipped",

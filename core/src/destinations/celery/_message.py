@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, final
 from urllib.parse import urlsplit
 
-from .._deliver import ResultFile, ResultSet, guess_content_type
+from .._errors import transient_status
+from .._records import ResultFile, ResultSet, guess_content_type
 
 __all__ = ["FileRef", "ReferenceUnavailable", "ResultSetRef"]
 
@@ -191,7 +192,7 @@ def _fetch(url: str, path: str, timeout: float, name: str) -> None:
         with urllib.request.urlopen(request, timeout=timeout) as response, open(path, "wb") as out:
             shutil.copyfileobj(response, out, _CHUNK)
     except urllib.error.HTTPError as exc:
-        transient = exc.code >= 500 or exc.code in (408, 429)
+        transient = transient_status(exc.code)
         raise ReferenceUnavailable(
             f"file {name!r}: fetching its url answered HTTP {exc.code}", transient=transient
         ) from exc

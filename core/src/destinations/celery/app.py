@@ -4,8 +4,7 @@ and optionally ``DESTINATIONS_QUEUE`` (default ``destinations``)."""
 
 from __future__ import annotations
 
-import os
-
+from .._settings import settings
 from ._app import create_celery
 
-app = create_celery(queue=os.environ.get("DESTINATIONS_QUEUE") or "destinations")
+app = create_celery(queue=settings().queue)

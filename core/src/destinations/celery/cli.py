@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from ..api._app import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
-from ._app import BROKER_URL_ENV, DEFAULT_QUEUE, create_celery
+from .._settings import DEFAULT_QUEUE
+from ..persistence import DATABASE_URL_ENV, DEFAULT_DATABASE_URL
+from ._app import BROKER_URL_ENV, create_celery
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -94,7 +95,7 @@ def worker(
     `celery worker` unchanged (e.g. `-- --without-gossip -E`). Encryption keys come from
     DESTINATIONS_ENCRYPTION_KEYS.
     """
-    from ..api._db import make_engine, upgrade
+    from ..persistence import make_engine, upgrade
 
     extra: dict[str, Any] = {}
     for item in transport_options:

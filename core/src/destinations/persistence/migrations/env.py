@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection :func:`destinations.api._db.upgrade` hands
+"""Alembic environment: runs on the connection :func:`destinations.persistence.upgrade` hands
 over (the app migrates itself on start), or on ``sqlalchemy.url`` for the alembic CLI."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from destinations.api._db import Base
+from destinations.persistence import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, final
 
-from sqlalchemy import JSON, BigInteger, Engine, Float, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
-from ._db import Base, UTCDateTime, utcnow
+from ._tables import DeliveryStatusRow, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
-    "DeliveryStatusRow",
+    "StatusName",
     "StoredStatus",
     "read_delivery_statuses",
     "record_status",
@@ -33,22 +33,6 @@ __all__ = [
 
 StatusName = Literal["queued", "delivering", "retrying", "success", "failed", "skipped"]
 FINAL_STATUSES: Final[frozenset[str]] = frozenset({"success", "failed", "skipped"})
-
-
-class DeliveryStatusRow(Base):
-    __tablename__ = "delivery_statuses"
-
-    result_set_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    destination_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    account_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    collection_id: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    log: Mapped[list[dict[str, str]]] = mapped_column(JSON)
-    keys: Mapped[list[str]] = mapped_column(JSON)
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    seconds: Mapped[float] = mapped_column(Float)
-    attempts: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 @final
