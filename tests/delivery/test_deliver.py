@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 import destinations
 from destinations import (
+    DeliveryProgress,
     DeliveryReport,
     Destination,
     DestinationStatus,
@@ -26,9 +28,9 @@ from destinations import (
     StoreError,
     deliver,
     hookimpl,
+    is_transient,
 )
-from destinations._deliver import is_transient
-from destinations._plugins import host
+from destinations.plugin import MiB, open_source
 from tests.delivery.conftest import (
     OPTIONS,
     TEMPLATE,
@@ -60,6 +62,30 @@ def moto_proxy(moto_server: MotoHandle) -> Iterator[CountingProxy]:
 
 def _statuses(report: DeliveryReport) -> list[str]:
     return [s.status for s in report]
+
+
+def check_progress(
+    events: list[DeliveryProgress], report: DeliveryReport, payload: Payload
+) -> None:
+    """Every file's progress reaches its size, never runs backwards within an attempt, and
+    moves at least every 8 MiB or 1 % of the file (whichever is smaller) — for every type."""
+    by_file: dict[tuple[int, str], list[DeliveryProgress]] = {}
+    for event in events:
+        by_file.setdefault((id(event.destination), event.key), []).append(event)
+    for status in report:
+        for key, (name, body) in zip(status.keys, payload.data.items(), strict=True):
+            seen = by_file.get((id(status.destination), key))
+            who = f"{status.destination.type} {name}"
+            assert seen, f"no progress for {who}"
+            assert seen[-1].bytes_sent == len(body) == seen[-1].bytes_total, who
+            assert {e.file_name for e in seen} == {name}
+            last = [e for e in seen if e.attempt == seen[-1].attempt]
+            sent = [0] + [e.bytes_sent for e in last]
+            assert sent == sorted(sent), f"{who} ran backwards"
+            if len(body) >= 1 * MiB:
+                step = min(8 * MiB, len(body) // 100)
+                gaps = [b - a for a, b in itertools.pairwise(sent)]
+                assert max(gaps) <= step, f"{who}: a {max(gaps)}-byte jump (at most {step})"
 
 
 # -- every type at once ---------------------------------------------------------------------
@@ -118,9 +144,13 @@ def test_a_result_set_reaches_every_type_at_once(
             s3_read,
         ),
     ]
-    report = deliver(payload.result_set, [d for d, _ in targets], options=OPTIONS)
+    events: list[DeliveryProgress] = []
+    report = deliver(
+        payload.result_set, [d for d, _ in targets], options=OPTIONS, on_progress=events.append
+    )
 
     assert _statuses(report) == ["success"] * len(targets), [s.error for s in report]
+    check_progress(events, report, payload)
     names = list(payload.data)
     tails = set()
     for status, (destination, read) in zip(report, targets, strict=True):
@@ -482,3 +512,117 @@ def test_naive_now_is_utc_and_an_empty_set_still_gets_its_manifest(tmp_path: Pat
     assert status.keys == ("2026_01_02/03/manifest-r.json",)
     assert json.loads((tmp_path / status.keys[0]).read_text())["files"] == []
     assert report.now == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+
+
+# -- progress -------------------------------------------------------------------------------
+
+
+class _ChunkyStore(destinations.Store):
+    """A third party's store that reports no progress itself and reads 32 KiB at a time:
+    delivery counts what it reads."""
+
+    objects: dict[str, bytes] = {}
+
+    def __init__(self, fields: Any, options: StoreOptions) -> None:
+        pass
+
+    def put(self, key: str, source: Any, *, size: int | None, content_type: str | None) -> None:
+        chunks = []
+        with open_source(source) as stream:
+            while chunk := stream.read(32 * 1024):
+                chunks.append(chunk)
+        self.objects[key] = b"".join(chunks)
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+
+class _ChunkyPlugin:
+    @destinations.hookimpl
+    def destinations_register_types(self, register: Any) -> None:
+        from pydantic import BaseModel, ConfigDict
+
+        class ChunkyFields(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            chunky_path_prefix: str = ""
+
+        register(
+            destinations.DestinationType(
+                name="chunky",
+                fields=ChunkyFields,
+                open_store=_ChunkyStore,
+                prefix_field="chunky_path_prefix",
+            )
+        )
+
+
+@pytest.fixture
+def chunky() -> Iterator[None]:
+    plugin = _ChunkyPlugin()
+    destinations.register_plugin(plugin)
+    yield
+    destinations.unregister_plugin(plugin)
+    assert "chunky" not in destinations.available_types()
+
+
+@pytest.mark.usefixtures("chunky")
+def test_progress_of_a_type_that_reports_none_is_counted_from_its_reads(tmp_path: Path) -> None:
+    dest = destinations.parse_destination({"name": "c", "enabled": True, "type": "chunky"})
+    body = bytes(range(256)) * (20 * 1024)  # 5 MiB
+    path = tmp_path / "big.bin"
+    path.write_bytes(body)
+    events: list[DeliveryProgress] = []
+    files = [ResultFile("big.bin", path), ResultFile("s.bin", stream=io.BytesIO(body))]
+    report = deliver(ResultSet("c", "n", "r", files), [dest], on_progress=events.append)
+    assert report.ok and _ChunkyStore.objects["big.bin"] == body == _ChunkyStore.objects["s.bin"]
+    for name in ("big.bin", "s.bin"):
+        sent = [0] + [e.bytes_sent for e in events if e.file_name == name]
+        assert sent[-1] == len(body) and sent == sorted(sent)
+        assert max(b - a for a, b in itertools.pairwise(sent)) <= len(body) // 100
+
+
+def test_progress_is_per_call_concurrent_deliveries_never_see_each_other(tmp_path: Path) -> None:
+    import threading
+
+    body = b"x" * (3 * MiB)
+    results: dict[str, list[DeliveryProgress]] = {"a": [], "b": []}
+
+    def run(name: str) -> None:
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(body)
+        dest = local_destination(tmp_path / f"out-{name}", name=name)
+        rs = ResultSet("c", "n", name, [ResultFile(f"{name}.bin", path)])
+        for _ in range(3):
+            assert deliver(rs, [dest], on_progress=results[name].append).ok
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, events in results.items():
+        assert events, name
+        assert {e.destination.name for e in events} == {name}
+        assert {e.file_name for e in events} == {f"{name}.bin"}
+
+
+@pytest.mark.usefixtures("chunky")
+def test_no_progress_handler_means_no_events_and_no_wrapping(tmp_path: Path) -> None:
+    """Without on_progress the store gets the path itself (the SDK reads it by name)."""
+    seen: list[Any] = []
+
+    class Recording(_ChunkyStore):
+        def put(self, key: str, source: Any, **kwargs: Any) -> None:
+            seen.append(source)
+            super().put(key, source, **kwargs)
+
+    dest = destinations.parse_destination({"name": "c", "enabled": True, "type": "chunky"})
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    original = dest.destination_type.open_store
+    object.__setattr__(dest.destination_type, "open_store", Recording)
+    try:
+        assert deliver(ResultSet("c", "n", "r", [ResultFile("f.bin", path)]), [dest]).ok
+    finally:
+        object.__setattr__(dest.destination_type, "open_store", original)
+    assert seen == [str(path)]

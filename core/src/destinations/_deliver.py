@@ -92,7 +92,11 @@ class _Meter:
         self._lock = threading.Lock()
         self.sent = 0
         self._last = 0
-        self._step = _MAX_STEP if total is None else max(1, min(_MAX_STEP, total // 100))
+        # Half the promised step: a report then comes at most (half a step + one SDK
+        # callback's bytes) after the previous one, within the promise when callbacks are
+        # at most half a step.
+        step = _MAX_STEP if total is None else min(_MAX_STEP, total // 100)
+        self._step = max(1, step // 2)
 
     def __call__(self, nbytes: int) -> None:
         with self._lock:

@@ -131,10 +131,19 @@ class PluginHost:
                 self._pm.check_pending()
 
     def unregister_plugin(self, plugin: object) -> None:
-        """Remove a plugin object registered with :meth:`register_plugin`."""
+        """Remove a plugin object registered with :meth:`register_plugin`, and the types it
+        registered."""
         with self._lock:
-            if self._pm.is_registered(plugin):
-                self._pm.unregister(plugin)
+            if not self._pm.is_registered(plugin):
+                return
+            self._pm.unregister(plugin)
+            registers = getattr(plugin, "destinations_register_types", None)
+            if callable(registers):
+                offered: list[DestinationType] = []
+                registers(register=offered.append)
+                for dtype in offered:
+                    if self._types.get(dtype.name) is not None:
+                        del self._types[dtype.name]
 
     def load_observers(self) -> None:
         """Import and register every ``destinations.observers`` entry point, once.
