@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -521,9 +521,9 @@ class _ChunkyStore(destinations.Store):
     """A third party's store that reports no progress itself and reads 32 KiB at a time:
     delivery counts what it reads."""
 
-    objects: dict[str, bytes] = {}
+    objects: ClassVar[dict[str, bytes]] = {}
 
-    def __init__(self, fields: Any, options: StoreOptions) -> None:
+    def __init__(self, fields: Any, options: destinations.StoreOptions) -> None:
         pass
 
     def put(self, key: str, source: Any, *, size: int | None, content_type: str | None) -> None:
