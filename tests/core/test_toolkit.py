@@ -30,6 +30,7 @@ from destinations.plugin import (
     SourceTooLarge,
     StoreError,
     classify_transport_error,
+    progress_granule,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -400,3 +401,11 @@ def test_secret_fields_are_found_by_destination_type() -> None:
     assert isinstance(
         _Fields.model_validate({"my_key": "K", "my_secret": "s"}).my_secret, SecretStr
     )
+
+
+def test_progress_granule() -> None:
+    assert progress_granule(20 * 1024 * 1024) == 20 * 1024 * 1024 // 100
+    assert progress_granule(10 * 1024**3) == 8 * 1024 * 1024
+    assert progress_granule(50) == 1
+    assert progress_granule(0) == 1
+    assert progress_granule(None) == 256 * 1024

@@ -37,8 +37,9 @@ from destinations import (
     parse_destination,
     verify,
 )
+from destinations._progress import reporting_progress
 from destinations.plugin import MiB
-from destinations.testing import StoreConformance
+from destinations.testing import ObjectMeta, StoreConformance
 from destinations_gcs._json_api import GcsJsonStore, chunk_size_for
 from destinations_s3 import S3ProtocolStore
 from tests.emulators.fixtures import MotoHandle
@@ -57,6 +58,7 @@ from tests.emulators.servers import (
     s3_object_reader,
 )
 from tests.plugins._http_stub import Reply, StubRequest, StubServer
+from tests.plugins.test_s3 import s3_meta_reader
 
 
 @pytest.fixture(autouse=True)
@@ -165,6 +167,12 @@ class TestGcsHmacConformance(StoreConformance):
         return lister
 
     @pytest.fixture
+    def read_object_meta(
+        self, moto_raw: Any, hmac_bucket: str
+    ) -> Callable[[str], ObjectMeta | None]:
+        return s3_meta_reader(moto_raw, hmac_bucket)
+
+    @pytest.fixture
     def request_counter(self, moto_proxy: CountingProxy) -> ProxyCounter:
         return moto_proxy.counter()
 
@@ -257,6 +265,22 @@ def _gcs_read(raw_bucket: Any) -> Callable[[str], bytes | None]:
     return read
 
 
+def _gcs_meta(raw_bucket: Any) -> Callable[[str], ObjectMeta | None]:
+    """``key -> ObjectMeta | None`` from the object's resource (JSON API, raw client)."""
+
+    def read(key: str) -> ObjectMeta | None:
+        blob = raw_bucket.get_blob(key)
+        if blob is None:
+            return None
+        return {
+            "content_type": blob.content_type,
+            "content_encoding": blob.content_encoding,
+            "metadata": dict(blob.metadata or {}),
+        }
+
+    return read
+
+
 class TestGcsServiceAccountConformance(StoreConformance):
     @pytest.fixture
     def destination(
@@ -283,6 +307,10 @@ class TestGcsServiceAccountConformance(StoreConformance):
     @pytest.fixture
     def list_keys(self, gcs_raw: Any) -> Callable[[str], list[str]]:
         return lambda prefix: [b.name for b in gcs_raw.client.list_blobs(gcs_raw, prefix=prefix)]
+
+    @pytest.fixture
+    def read_object_meta(self, gcs_raw: Any) -> Callable[[str], ObjectMeta | None]:
+        return _gcs_meta(gcs_raw)
 
     @pytest.fixture
     def request_counter(self, gcs_proxy: CountingProxy) -> ProxyCounter:
@@ -585,3 +613,96 @@ def test_64_mib_resumable_round_trip(
         while chunk := reader.read(MiB):
             back.update(chunk)
     assert back.hexdigest() == digest.hexdigest()
+
+
+# --- transient or not, and byte progress ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "transient"),
+    [
+        (429, "rateLimitExceeded", True),
+        (403, "userRateLimitExceeded", True),  # a rate limit, not a denial
+        (503, "backendError", True),
+        (500, "internalError", True),
+        (502, "somethingNew", True),  # by status (core's generic rule)
+        (400, "invalid", False),
+        (403, "forbidden", False),
+    ],
+)
+def test_json_api_sets_status_and_transient(
+    service_account: str, status: int, reason: str, transient: bool
+) -> None:
+    with StubServer(_json_error(status, reason)) as stub:
+        store = GcsJsonStore(
+            bucket="abc",
+            service_account_json=service_account,
+            endpoint=stub.endpoint,
+            options=StoreOptions(),
+        )
+        with store, pytest.raises(StoreError) as info:
+            store.put("k", io.BytesIO(b"x"), size=1, content_type=None)
+    assert (info.value.status, info.value.provider_code) == (status, reason)
+    assert info.value.transient is transient
+    if reason == "userRateLimitExceeded":
+        assert info.value.code == "provider_error"
+
+
+def _progress_events(store: Any, key: str, source: Any, size: int | None) -> list[int]:
+    events: list[int] = []
+
+    with reporting_progress(events.append):
+        store.put(key, source, size=size, content_type="application/octet-stream")
+    return events
+
+
+@pytest.mark.parametrize(
+    ("kind", "size"),
+    [("path", 20 * MiB), ("stream", 20 * MiB), ("unsized", 20 * MiB), ("small", 3 * MiB)],
+)
+def test_service_account_progress_adds_up_and_comes_often(
+    service_account: str,
+    sa_bucket: str,
+    gcs_emulator: GcsEmulator,
+    gcs_raw: Any,
+    tmp_path: Path,
+    kind: str,
+    size: int,
+) -> None:
+    body = os.urandom(size)
+    path = tmp_path / "p.bin"
+    path.write_bytes(body)
+    source: Any = path if kind == "path" else io.BytesIO(body)
+    options = StoreOptions(multipart_threshold=8 * MiB, part_size=8 * MiB)
+    dest = parse_destination(_sa(service_account, sa_bucket, gcs_emulator.endpoint))
+    with open_store(dest, options) as store:
+        events = _progress_events(
+            store, f"progress/{kind}.bin", source, None if kind == "unsized" else size
+        )
+    assert sum(events) == size
+    assert all(n > 0 for n in events)
+    step = min(8 * MiB, size // 100) if kind != "unsized" else 256 * 1024
+    assert max(events) <= step, (max(events), step)
+    assert _gcs_read(gcs_raw)(f"progress/{kind}.bin") == body
+
+
+def test_hmac_progress_adds_up_and_comes_often(
+    moto_server: MotoHandle, hmac_bucket: str, moto_raw: Any, tmp_path: Path
+) -> None:
+    size = 20 * MiB
+    body = os.urandom(size)
+    path = tmp_path / "p.bin"
+    path.write_bytes(body)
+    options = StoreOptions(multipart_threshold=8 * MiB, part_size=8 * MiB)
+    dest = parse_destination(_hmac(moto_server, hmac_bucket, moto_server.endpoint))
+    with open_store(dest, options) as store:
+        events = _progress_events(store, "progress/hmac.bin", path, size)
+    assert sum(events) == size
+    assert max(events) <= size // 100
+    assert s3_object_reader(moto_raw, hmac_bucket)("progress/hmac.bin") == body
+
+
+def test_gcs_declares_progress() -> None:
+    from destinations import get_type
+
+    assert get_type("gcs").reports_progress

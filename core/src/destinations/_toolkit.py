@@ -5,6 +5,7 @@
   ``socket`` failure, found anywhere in an SDK's exception chain, as core's ``timeout``,
   ``tls_error`` or ``endpoint_unreachable`` :class:`~destinations.StoreError`;
 - :class:`LimitedReader`: a stream that refuses to give more than a known number of bytes;
+- :func:`progress_granule`: how many bytes may pass between two progress reports;
 - :data:`AccessKeyId`, :data:`Secret`, :data:`PathPrefix`: annotated pydantic field types
   with a description, limits and errors naming the field.
 
@@ -34,6 +35,7 @@ __all__ = [
     "Secret",
     "SourceTooLarge",
     "classify_transport_error",
+    "progress_granule",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -313,6 +315,23 @@ class LimitedReader(io.RawIOBase):
 
     def close(self) -> None:  # the wrapped stream is the caller's to close
         super().close()
+
+
+# --------------------------------------------------------------------------------------------
+# progress granularity
+
+#: Most bytes between two progress reports, and the step for a source of unknown size.
+PROGRESS_MAX_STEP: Final = 8 * 1024 * 1024
+PROGRESS_UNSIZED_STEP: Final = 256 * 1024
+
+
+def progress_granule(size: int | None) -> int:
+    """Most bytes a store may send between two progress reports: 1 % of ``size``, at most
+    8 MiB (core's contract), at least 1; 256 KiB when the size is unknown. A store that
+    meters reads caps each read at this many bytes."""
+    if size is None:
+        return PROGRESS_UNSIZED_STEP
+    return max(1, min(PROGRESS_MAX_STEP, size // 100))
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from ._toolkit import (
     Secret,
     SourceTooLarge,
     classify_transport_error,
+    progress_granule,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "hookimpl",
     "open_source",
     "private_endpoints_allowed",
+    "progress_granule",
     "read_exactly",
     "refuse_plain_http",
     "source_size",

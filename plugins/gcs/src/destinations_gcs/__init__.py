@@ -19,8 +19,13 @@ from destinations.plugin import DestinationType, Store, StoreOptions, hookimpl
 
 from ._fields import GcsFields, check_gcs_bucket_name
 
-__all__ = ["DEFAULT_ENDPOINT", "GcsFields", "check_gcs_bucket_name", "destinations_register_types",
-           "open_gcs"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "GcsFields",
+    "check_gcs_bucket_name",
+    "destinations_register_types",
+    "open_gcs",
+]
 
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 
@@ -72,5 +77,6 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             "service-account key (JSON API).",
             masked_fields=("gcs_access_key",),
             endpoint_fields=("gcs_endpoint",),
+            reports_progress=True,  # both paths: s3transfer bodies, the JSON API's requests
         )
     )

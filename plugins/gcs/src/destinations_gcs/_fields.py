@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from destinations.plugin import InvalidDestination, SecretStr, check_endpoint_url
+from destinations.plugin import (
+    AccessKeyId,
+    InvalidDestination,
+    PathPrefix,
+    Secret,
+    SecretStr,
+    check_endpoint_url,
+)
 
 __all__ = ["GcsFields", "check_gcs_bucket_name", "parse_service_account"]
 
@@ -97,12 +104,12 @@ class GcsFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gcs_access_key: str | None = Field(
+    gcs_access_key: AccessKeyId | None = Field(
         None,
         description="HMAC access id (Cloud Storage > Settings > Interoperability), used with "
         "gcs_secret_key. Shown masked (last 4 characters).",
     )
-    gcs_secret_key: SecretStr | None = Field(
+    gcs_secret_key: Secret | None = Field(
         None, description="HMAC secret paired with gcs_access_key. Never shown again once saved."
     )
     gcs_service_account_json: SecretStr | None = Field(
@@ -114,7 +121,7 @@ class GcsFields(BaseModel):
         description="Name of an existing bucket (3-63 lowercase letters, digits, dashes, "
         "underscores, dots; up to 222 with dots)."
     )
-    gcs_path_prefix: str = Field(
+    gcs_path_prefix: PathPrefix = Field(
         "",
         description="Path template for object names inside the bucket, e.g. "
         "'exports/%COLLECTION_ID%/%DATE%'.",
@@ -135,30 +142,6 @@ class GcsFields(BaseModel):
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _blank_to_none(value)
-
-    @field_validator("gcs_access_key")
-    @classmethod
-    def _access_key(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        key = value.strip()
-        if len(key) > 128 or not key.isascii() or not key.isprintable() or " " in key:
-            raise InvalidDestination(
-                {"gcs_access_key": "must be an HMAC access id: printable ASCII, no spaces"}
-            )
-        return key
-
-    @field_validator("gcs_secret_key")
-    @classmethod
-    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        secret = value.get_secret_value().strip()
-        if not secret.isascii() or not secret.isprintable() or " " in secret:
-            raise InvalidDestination(
-                {"gcs_secret_key": "must be printable ASCII characters without spaces"}
-            )
-        return SecretStr(secret)
 
     @field_validator("gcs_service_account_json")
     @classmethod

@@ -6,31 +6,37 @@ google-cloud-storage (and service-account users never load boto3).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, BinaryIO
 
 import google.auth.exceptions
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
-from google.auth.transport.requests import AuthorizedSession
-from google.auth.transport.requests import Request as AuthRequest
+from google.auth.transport.requests import AuthorizedSession, Request as AuthRequest
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.oauth2 import service_account
 
 from destinations.plugin import (
+    ProgressCallback,
     Source,
     Store,
     StoreError,
     StoreOptions,
+    classify_transport_error,
     find_refusal,
     open_source,
+    progress_granule,
     read_exactly,
+    upload_progress,
 )
 from destinations.requests_guard import GuardedAdapter
 
@@ -44,7 +50,12 @@ _CHUNK_QUANTUM = 256 * 1024
 # without a size it always uses a resumable session, which is what a put at or above the
 # threshold must do.
 _SINGLE_REQUEST_MAX = 8 * 1024 * 1024
-_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: JSON API error reasons worth another attempt whatever the status (GCS answers some rate
+#: limits with 403). Other errors are transient by status only (core's generic rule).
+_TRANSIENT_REASONS = frozenset(
+    {"rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError"}
+)
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PERMISSIONS = "storage.objects.create and storage.objects.delete (e.g. roles/storage.objectUser)"
 
@@ -115,6 +126,92 @@ class _FromHere(io.RawIOBase):
         return len(data)
 
 
+class _Meter:
+    """Byte progress of one put, fed by the HTTP session as request bodies are read."""
+
+    def __init__(self, callback: ProgressCallback, size: int | None) -> None:
+        self.callback = callback
+        self.size = size
+        self.granule = progress_granule(size)
+        self._lock = threading.Lock()
+        self._reported = 0
+
+    def reached(self, position: int) -> None:
+        """``position`` bytes of the object have been read for sending (re-sends do not
+        count twice: only bytes past the furthest position reported are)."""
+        with self._lock:
+            new = position - self._reported
+            if new <= 0:
+                return
+            self._reported = position
+        self.callback(new)
+
+
+_active_meter: ContextVar[_Meter | None] = ContextVar("destinations_gcs_meter", default=None)
+
+
+class _MeteredBody(io.RawIOBase):
+    """A request body (bytes) read out at most ``granule`` bytes at a time, telling the meter
+    where in the object each read got to: ``start`` + bytes read for a resumable chunk, or
+    the same share of ``size`` for a multipart body (its metadata part is a few hundred
+    bytes, so the share is within them of the data actually sent)."""
+
+    def __init__(self, body: bytes, meter: _Meter, start: int, scale: float) -> None:
+        super().__init__()
+        self._body = memoryview(body)
+        self._meter = meter
+        self._start = start
+        self._scale = scale
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self._body)
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        left = len(self._body) - self._pos
+        n = left if size is None or size < 0 else min(size, left)
+        n = min(n, self._meter.granule)
+        data = bytes(self._body[self._pos : self._pos + n])
+        self._pos += n
+        if n:
+            self._meter.reached(self._start + int(self._pos * self._scale))
+        return data
+
+    def readinto(self, buffer: Any, /) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _MeteredSession(AuthorizedSession):
+    """The store's authorized session; while a put runs in this context, each upload
+    request's body is metered (google-cloud-storage has no progress callback, and its
+    resumable chunks are at least 256 KiB, more than 1 % of a file under 25 MiB)."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        meter = _active_meter.get()
+        body = request.body
+        if meter is not None and isinstance(body, bytes) and body:
+            placed = _placement(request, len(body), meter.size)
+            if placed is not None:
+                request.body = _MeteredBody(body, meter, *placed)
+        return super().send(request, **kwargs)
+
+
+def _placement(request: Any, length: int, size: int | None) -> tuple[int, float] | None:
+    """Where a request body's bytes lie in the object: (start, scale), or None when the
+    request carries no object data (the JSON that starts a resumable upload)."""
+    match = _CONTENT_RANGE.match(request.headers.get("Content-Range", ""))
+    if match is not None:
+        return int(match.group(1)), 1.0
+    if "uploadType=multipart" in (request.url or "") and size is not None:
+        return 0, size / length
+    return None
+
+
 class GcsJsonStore(Store):
     """Objects in one bucket through google-cloud-storage, authenticated as a service account.
 
@@ -149,7 +246,7 @@ class GcsJsonStore(Store):
         )
         token_session.mount("https://", token_adapter)
         token_session.mount("http://", token_adapter)
-        self._http = AuthorizedSession(  # type: ignore[no-untyped-call]
+        self._http = _MeteredSession(  # type: ignore[no-untyped-call]
             credentials,
             refresh_timeout=options.timeout,
             auth_request=AuthRequest(session=token_session),
@@ -191,17 +288,30 @@ class GcsJsonStore(Store):
 
         def predicate(exc: Exception) -> bool:
             nonlocal left
-            if left <= 0 or not _is_transient(exc):
+            if left <= 0 or not self._error(exc, "retry").transient:
                 return False
             left -= 1
             return True
 
         return Retry(predicate=predicate, initial=0.5, maximum=8.0, timeout=None)
 
-    def put(self, key: str, source: Source, *, size: int | None, content_type: str | None) -> None:
+    def put(
+        self,
+        key: str,
+        source: Source,
+        *,
+        size: int | None,
+        content_type: str | None,
+        content_encoding: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         blob = self._bucket.blob(key, chunk_size=self._chunk_size)
+        if content_encoding:
+            blob.content_encoding = content_encoding
+        if metadata:
+            blob.metadata = dict(metadata)
         try:
-            with open_source(source) as stream:
+            with open_source(source) as stream, self._metering(size):
                 if size is not None and size < self.options.multipart_threshold:
                     body = read_exactly(stream, size)
                     blob.upload_from_file(
@@ -224,6 +334,14 @@ class GcsJsonStore(Store):
             raise
         except Exception as exc:
             raise self._error(exc, "put") from exc
+
+    @contextlib.contextmanager
+    def _metering(self, size: int | None) -> Iterator[None]:
+        token = _active_meter.set(_Meter(upload_progress(), size))
+        try:
+            yield
+        finally:
+            _active_meter.reset(token)
 
     def delete(self, key: str) -> None:
         try:
@@ -253,47 +371,56 @@ class GcsJsonStore(Store):
                 "gcs_service_account_json; the key may be deleted, disabled or not this "
                 "account's: create a new key and paste it",
                 provider_code=_refresh_code(exc),
+                transient=False,
             )
         if isinstance(exc, google.auth.exceptions.TransportError):
-            return StoreError(
+            token = "the token endpoint (token_uri) of the service account"
+            return classify_transport_error(
+                exc, host=token, check="token_uri", timeout=self.options.timeout
+            ) or StoreError(
                 "endpoint_unreachable",
-                "could not reach the token endpoint (token_uri) of the service account; check "
-                "that it is reachable from this server",
+                f"could not reach {token}; check that it is reachable from this server",
                 provider_code=name,
             )
-        if isinstance(exc, requests.exceptions.SSLError):
-            return StoreError(
-                "tls_error",
-                f"the TLS connection to {where} failed (certificate or handshake); check "
-                "gcs_endpoint",
-                provider_code=name,
-            )
-        if isinstance(exc, requests.exceptions.Timeout):
-            return StoreError(
-                "timeout",
-                f"{where} did not answer within {self.options.timeout:g} s; check that it is "
-                "reachable from this server",
-                provider_code=name,
-            )
-        if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
-            return StoreError(
-                "endpoint_unreachable",
-                f"could not connect to {where}; check gcs_endpoint and that the service is "
-                "reachable from this server",
-                provider_code=name,
-            )
+        if isinstance(exc, api_exceptions.GoogleAPICallError | InvalidResponse):
+            return self._status_error(exc, op)
         if isinstance(exc, DataCorruption):
             return StoreError(
                 "provider_error",
                 f"the checksum {where} computed does not match the bytes sent; retry",
                 provider_code=name,
+                transient=True,  # corrupted in transit: the same bytes again may arrive whole
             )
+        transport = classify_transport_error(
+            exc, host=where, check="gcs_endpoint", timeout=self.options.timeout
+        )
+        if transport is not None:
+            return transport
+        return StoreError(
+            "provider_error",
+            f"the request to {where} failed ({name})",
+            provider_code=name,
+        )
+
+    def _status_error(self, exc: Exception, op: str) -> StoreError:
+        where = f"Google Cloud Storage at {self.endpoint}"
         status, code = _status_and_code(exc)
+        if code in _TRANSIENT_REASONS:
+            return StoreError(
+                "provider_error",
+                f"{where} asked to slow down or failed on its side (HTTP {status or '?'} "
+                f"{code}); another attempt may succeed",
+                provider_code=code,
+                status=status,
+                transient=True,
+            )
         if status == 401:
             return StoreError(
                 "invalid_credentials",
                 f"{where} rejected the service account's token; check gcs_service_account_json",
                 provider_code=code,
+                status=status,
+                transient=False,
             )
         if status == 403:
             return StoreError(
@@ -301,6 +428,8 @@ class GcsJsonStore(Store):
                 f"the service account may not write to bucket {self.bucket_name!r}: grant it "
                 f"{_PERMISSIONS} on the bucket",
                 provider_code=code,
+                status=status,
+                transient=False,
             )
         if status == 404 and op == "put":
             return StoreError(
@@ -308,12 +437,15 @@ class GcsJsonStore(Store):
                 f"bucket {self.bucket_name!r} does not exist; check gcs_bucket_name (buckets "
                 "are never created automatically)",
                 provider_code=code,
+                status=status,
+                transient=False,
             )
         return StoreError(
             "provider_error",
             f"{where} refused the request for bucket {self.bucket_name!r}: HTTP "
             f"{status or '?'} {code}",
             provider_code=code,
+            status=status,  # transient by status: 408, 429, 5xx (core's generic rule)
         )
 
 
@@ -349,23 +481,3 @@ def _refresh_code(exc: google.auth.exceptions.RefreshError) -> str:
             if isinstance(error, str) and _SAFE_CODE.fullmatch(error):
                 return error
     return "RefreshError"
-
-
-def _is_transient(exc: Exception) -> bool:
-    if isinstance(
-        exc,
-        api_exceptions.TooManyRequests
-        | api_exceptions.InternalServerError
-        | api_exceptions.BadGateway
-        | api_exceptions.ServiceUnavailable
-        | api_exceptions.GatewayTimeout
-        | requests.exceptions.ConnectionError
-        | requests.exceptions.ChunkedEncodingError
-        | requests.exceptions.Timeout
-        | ConnectionError
-        | google.auth.exceptions.TransportError,
-    ):
-        return True
-    if isinstance(exc, InvalidResponse):
-        return getattr(exc.response, "status_code", None) in _TRANSIENT_STATUS
-    return False

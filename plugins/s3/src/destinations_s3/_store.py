@@ -36,6 +36,7 @@ from destinations.plugin import (
     classify_transport_error,
     find_refusal,
     open_source,
+    progress_granule,
     read_exactly,
     upload_progress,
 )
@@ -405,17 +406,6 @@ class S3ProtocolStore(Store):
                 )
             )
         return f"{head}: {fix}"
-
-
-#: Unsized uploads report at least this often.
-_UNSIZED_GRANULE = 256 * 1024
-
-
-def progress_granule(size: int | None) -> int:
-    """Bytes between progress reports: 1 % of ``size``, at most 8 MiB (core's contract)."""
-    if size is None:
-        return _UNSIZED_GRANULE
-    return max(1, min(8 * 1024 * 1024, size // 100))
 
 
 class _MeteredOSUtils(OSUtils):  # type: ignore[misc]
