@@ -375,6 +375,10 @@ class OssDouble:
         return 200, {}, _xml("ListBucketResult", _raw="".join(entries), **head)
 
 
+class _BodyCutShort(Exception):
+    """The connection ended before the announced Content-Length arrived."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -384,7 +388,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(length)
+            if len(data) < length:  # the client went away mid-body: OSS stores nothing
+                raise _BodyCutShort
+            return data
         chunks = []
         while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
             chunks.append(self.rfile.read(size))
@@ -408,6 +416,10 @@ class _Handler(BaseHTTPRequestHandler):
         hdrs: Headers = CaseInsensitiveDict(dict(self.headers.items()))
         try:
             body = self._body()
+        except _BodyCutShort:
+            self.close_connection = True
+            return
+        try:
             double.verify(method, bucket, key, params, hdrs)
             md5 = hdrs.get("content-md5")
             if md5 and md5 != base64.b64encode(hashlib.md5(body).digest()).decode():

@@ -32,6 +32,7 @@ from destinations import (
     parse_destination,
     verify,
 )
+from destinations._progress import reporting_progress
 from destinations.plugin import MiB
 from destinations.testing import ObjectMeta, StoreConformance
 from destinations_azure import AzureFields, AzureStore
@@ -729,3 +730,45 @@ def test_bad_encoding_or_metadata_is_refused_before_sending(
     )
     assert fragment in err.message
     assert stub.requests == 0
+
+
+# --- byte progress -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "requests_expected"),
+    [(20 * MiB, ["comp=block"] * 3 + ["comp=blocklist"]), (5 * MiB, [""])],
+)
+def test_progress_adds_up_and_moves_at_least_every_percent(
+    container: str,
+    proxy: CountingProxy,
+    proxied_endpoint: str,
+    raw: ContainerClient,
+    tmp_path: Path,
+    size: int,
+    requests_expected: list[str],
+) -> None:
+    # 20 MiB: three 8 MiB-or-less blocks sent by up to 4 SDK threads; 5 MiB: one Put Blob.
+    path = tmp_path / "progress.bin"
+    path.write_bytes(os.urandom(size))
+    events: list[int] = []
+    lock = threading.Lock()
+
+    def record(n: int) -> None:
+        with lock:
+            events.append(n)
+
+    assert parse_destination(_fields()).destination_type.reports_progress is True
+    with _store(proxied_endpoint, container, StoreOptions(timeout=30)) as store:
+        proxy.reset()
+        with reporting_progress(record):
+            store.put("progress/f.bin", path, size=size, content_type=None)
+    assert sorted(r.query.split("&")[0] for r in proxy.requests) == requests_expected
+    assert sum(events) == size
+    assert max(events) <= min(8 * MiB, size // 100)
+    assert _read(raw, "progress/f.bin") == path.read_bytes()
+
+
+def test_progress_outside_a_delivery_is_harmless(azurite: Azurite, container: str) -> None:
+    with _store(azurite.blob_endpoint, container) as store:
+        store.put("progress/quiet.txt", io.BytesIO(b"quiet"), size=5, content_type=None)

@@ -54,5 +54,6 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             prefix_field="azure_path_prefix",
             description="A container in Azure Blob Storage (storage account shared key).",
             endpoint_fields=("azure_endpoint",),
+            reports_progress=True,
         )
     )

@@ -33,11 +33,13 @@ from destinations.plugin import (
     find_refusal,
     open_source,
     source_size,
+    upload_progress,
 )
 from destinations.requests_guard import GuardedAdapter
 
 from ._fields import AzureFields
 from ._metadata import check_content_encoding, check_metadata
+from ._progress import MAX_CHUNK, ByteCounter, current_counter, sending_with
 
 __all__ = ["AzureStore", "map_error"]
 
@@ -46,16 +48,42 @@ __all__ = ["AzureStore", "map_error"]
 _MAX_BLOCK_THREADS = 4
 
 
+#: The per-operation keyword that carries a put's byte counter through azure-core's
+#: pipeline to the transport (azure-core hands operation keywords no policy consumed to
+#: ``HttpTransport.send``).
+_COUNTER_KWARG: Final = "destinations_byte_counter"
+
+
 class _PooledAdapter(GuardedAdapter):
-    """A guarded requests adapter with azure-core's settings: no urllib3 retries, 64 KiB
-    sends."""
+    """A guarded requests adapter with azure-core's settings (no urllib3 retries, 64 KiB
+    sends) that counts the body of a request sent with a byte counter."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("blocksize", 64 * 1024)
+        kwargs.setdefault("blocksize", MAX_CHUNK)
         super().init_poolmanager(*args, **kwargs)
 
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        counter = current_counter()
+        if counter is not None and request.body is not None:
+            request.body = counter.body(request.body)  # type: ignore[assignment]
+        return super().send(request, *args, **kwargs)
 
-def _transport(options: StoreOptions, guard_label: str) -> RequestsTransport:
+
+class _CountingTransport(RequestsTransport):  # type: ignore[misc]
+    """azure-core's requests transport; a request sent with a byte counter (blob data:
+    ``Put Blob``, ``Put Block``, not the ``Put Block List`` XML) has its body counted."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        counter = kwargs.pop(_COUNTER_KWARG, None)
+        if counter is not None and (
+            request.method != "PUT" or "comp=blocklist" in urlsplit(request.url).query
+        ):
+            counter = None
+        with sending_with(counter):
+            return super().send(request, **kwargs)
+
+
+def _transport(options: StoreOptions, guard_label: str) -> _CountingTransport:
     session = requests.Session()
     # The SDK's retry policy is the only one; urllib3 must not retry underneath it.
     adapter = _PooledAdapter(
@@ -66,7 +94,7 @@ def _transport(options: StoreOptions, guard_label: str) -> RequestsTransport:
     )
     for scheme in ("http://", "https://"):
         session.mount(scheme, adapter)
-    return RequestsTransport(
+    return _CountingTransport(
         session=session,
         session_owner=True,
         connection_timeout=options.timeout,
@@ -126,6 +154,7 @@ class AzureStore(Store):
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
+        progress = upload_progress()  # this context's: the SDK sends blocks from its threads
         encoding = check_content_encoding(content_encoding)
         user_metadata = check_metadata(metadata)
         blob = self._container.get_blob_client(key)
@@ -138,6 +167,7 @@ class AzureStore(Store):
             if size is None:
                 # The SDK would size a regular file by fstat, ignoring the stream's position.
                 size = source_size(stream)
+            counting: dict[str, Any] = {_COUNTER_KWARG: ByteCounter(progress, size)}
             blob.upload_blob(
                 stream,
                 length=size,
@@ -146,6 +176,7 @@ class AzureStore(Store):
                 content_settings=settings,
                 metadata=user_metadata,
                 max_concurrency=self._max_concurrency,
+                **counting,
             )
 
     def delete(self, key: str) -> None:

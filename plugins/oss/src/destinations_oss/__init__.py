@@ -84,5 +84,6 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             description="An Alibaba Cloud OSS bucket.",
             masked_fields=("oss_access_key",),
             endpoint_fields=("oss_endpoint",),
+            reports_progress=True,
         )
     )

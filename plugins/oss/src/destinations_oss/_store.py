@@ -27,11 +27,13 @@ from destinations.plugin import (
     exception_chain,
     find_refusal,
     open_source,
+    upload_progress,
 )
 from destinations.requests_guard import GuardedAdapter
 
 from ._fields import _HOST_RE, OssFields, default_endpoint, signing_region
 from ._metadata import check_content_encoding, metadata_headers
+from ._progress import ByteCounter, current_counter, sending_with
 
 __all__ = ["MAX_PARTS", "MAX_PART_SIZE", "MIN_PART_SIZE", "OssStore", "map_error"]
 
@@ -128,6 +130,18 @@ def _chunks(stream: BinaryIO, part_size: int, size: int | None) -> Iterator[byte
             return
 
 
+class _CountingAdapter(GuardedAdapter):
+    """A guarded requests adapter that counts the body of each PUT (PutObject, UploadPart)
+    sent while a put's byte counter is current; other requests (initiate, the complete XML,
+    abort, delete) are not blob data."""
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        counter = current_counter()
+        if counter is not None and request.method == "PUT" and request.body is not None:
+            request.body = counter.body(request.body)  # type: ignore[assignment]
+        return super().send(request, *args, **kwargs)
+
+
 class OssStore(Store):
     """One ``oss2.Bucket`` on a pooled ``oss2.Session``, reused across calls."""
 
@@ -149,7 +163,7 @@ class OssStore(Store):
             raise_on_status=False,
         )
         pool = max(1, options.max_connections)
-        adapter = GuardedAdapter(
+        adapter = _CountingAdapter(
             guard_label="oss_endpoint" if fields.oss_endpoint else "the OSS endpoint",
             pool_connections=pool,
             pool_maxsize=pool,
@@ -182,6 +196,7 @@ class OssStore(Store):
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
+        counter = ByteCounter(upload_progress(), size)
         headers = metadata_headers(metadata)
         encoding = check_content_encoding(content_encoding)
         if content_type:
@@ -189,7 +204,8 @@ class OssStore(Store):
         if encoding:
             headers["Content-Encoding"] = encoding
         try:
-            with open_source(source) as stream:
+            # Every request of this put is sent from this thread, in this context.
+            with sending_with(counter), open_source(source) as stream:
                 if size is not None and size < self.options.multipart_threshold:
                     self._bucket.put_object(
                         key, _ExactReader(stream, size), headers=headers or None
