@@ -201,12 +201,20 @@ def test_container_name_rejected(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["not base64!", "abc", "====", "", "c2VjcmV0-_x", "Zm9v\nYmFy\u00e9"]
+    ("key", "fragment"),
+    [
+        ("not base64!", "must not contain spaces"),  # the toolkit's Secret checks come first
+        ("abc", "base64"),
+        ("====", "base64"),
+        ("", "required"),
+        ("c2VjcmV0-_x", "base64"),
+        ("Zm9v\nYmFy\u00e9", "printable ASCII"),
+    ],
 )
-def test_account_key_must_be_base64_and_is_never_echoed(key: str) -> None:
+def test_account_key_must_be_base64_and_is_never_echoed(key: str, fragment: str) -> None:
     errors = _errors(_fields(azure_account_key=key))
     assert list(errors) == ["azure_account_key"]
-    assert "base64" in errors["azure_account_key"]
+    assert fragment in errors["azure_account_key"]
     if key:
         assert key not in str(errors)
 
@@ -269,6 +277,10 @@ def test_type_declaration() -> None:
     )
     assert dtype.endpoint_fields == ("azure_endpoint",)
     assert dtype.prefix_field == "azure_path_prefix"
+    schema = dtype.fields.model_json_schema()["properties"]
+    assert set(schema) == set(dtype.fields.model_fields)
+    for name, prop in schema.items():
+        assert prop.get("description"), name
 
 
 def test_secret_never_in_repr_or_params() -> None:

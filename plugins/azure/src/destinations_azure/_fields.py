@@ -8,7 +8,13 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from destinations.plugin import InvalidDestination, SecretStr, check_endpoint_url
+from destinations.plugin import (
+    InvalidDestination,
+    PathPrefix,
+    Secret,
+    SecretStr,
+    check_endpoint_url,
+)
 
 __all__ = ["AzureFields"]
 
@@ -24,13 +30,13 @@ class AzureFields(BaseModel):
     azure_account_name: str = Field(
         description="Storage account name: 3 to 24 lowercase letters and digits."
     )
-    azure_account_key: SecretStr = Field(
+    azure_account_key: Secret = Field(
         description="One of the storage account's access keys (key1 or key2), base64."
     )
     azure_container_name: str = Field(
         description="Container to write to: 3 to 63 lowercase letters, digits and hyphens."
     )
-    azure_path_prefix: str = Field(
+    azure_path_prefix: PathPrefix = Field(
         default="",
         description="Path template for blob names, e.g. 'exports/%COLLECTION_ID%/%DATE%'.",
     )

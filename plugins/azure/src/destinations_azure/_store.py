@@ -3,8 +3,6 @@ mapping of SDK exceptions to :class:`StoreError`. Imported the first time a stor
 
 from __future__ import annotations
 
-import socket
-import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -15,10 +13,7 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     IncompleteReadError,
-    ServiceRequestError,
-    ServiceRequestTimeoutError,
     ServiceResponseError,
-    ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
@@ -29,7 +24,7 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
-    exception_chain,
+    classify_transport_error,
     find_refusal,
     open_source,
     source_size,
@@ -192,22 +187,23 @@ class AzureStore(Store):
         self._container.close()
 
     def _errors(self, step: str) -> _ErrorMapper:
-        return _ErrorMapper(self.fields, step)
+        return _ErrorMapper(self.fields, step, self.options.timeout)
 
 
 class _ErrorMapper:
     """Context manager turning SDK exceptions into :class:`StoreError` (cause chained)."""
 
-    def __init__(self, fields: AzureFields, step: str) -> None:
+    def __init__(self, fields: AzureFields, step: str, timeout: float) -> None:
         self.fields = fields
         self.step = step
+        self.timeout = timeout
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, AzureError):
-            raise map_error(exc, self.fields) from exc
+            raise map_error(exc, self.fields, self.timeout) from exc
         if exc is not None and not isinstance(exc, StoreError):
             refusal = find_refusal(exc)
             if refusal is not None:
@@ -224,24 +220,6 @@ def _error_code(exc: HttpResponseError) -> str | None:
     if parsed is None:
         return None
     return str(getattr(parsed, "value", parsed))
-
-
-def _is_tls(exc: BaseException) -> bool:
-    return any(
-        isinstance(e, (ssl.SSLError, ssl.CertificateError, requests.exceptions.SSLError))
-        for e in exception_chain(exc)
-    )
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    timeouts = (
-        ServiceRequestTimeoutError,
-        ServiceResponseTimeoutError,
-        requests.exceptions.Timeout,
-        socket.timeout,
-        TimeoutError,
-    )
-    return any(isinstance(e, timeouts) for e in exception_chain(exc))
 
 
 _AUTH_FAILED = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo"})
@@ -293,7 +271,7 @@ def _transient(code: str | None) -> bool | None:
     return None
 
 
-def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
+def map_error(exc: AzureError, fields: AzureFields, timeout: float | None = None) -> StoreError:
     """The :class:`StoreError` for an SDK exception. Messages come from codes and field
     values only, never from the exception's text."""
     refusal = find_refusal(exc)
@@ -308,29 +286,19 @@ def map_error(exc: AzureError, fields: AzureFields) -> StoreError:
             "the account key cannot sign requests; check azure_account_key",
             provider_code=type(exc).__name__,
         )
-    if _is_timeout(exc):
-        return StoreError(
-            "timeout",
-            f"no answer from {_host(fields)} in time; check the endpoint is reachable from "
-            "this service",
-            provider_code=type(exc).__name__,
-        )
-    if _is_tls(exc):
-        return StoreError(
-            "tls_error",
-            f"TLS handshake with {_host(fields)} failed (certificate or protocol); check "
-            "azure_endpoint, or the server's certificate",
-            provider_code=type(exc).__name__,
-        )
-    if isinstance(exc, ServiceRequestError):
-        return StoreError(
-            "endpoint_unreachable",
-            f"cannot connect to {_host(fields)}; check azure_account_name"
-            + (" and azure_endpoint" if fields.azure_endpoint else "")
-            + " and that the endpoint is reachable from this service",
-            provider_code=type(exc).__name__,
-        )
+    transport = classify_transport_error(
+        exc,
+        host=_host(fields),
+        check="azure_endpoint" if fields.azure_endpoint else "azure_account_name",
+        timeout=timeout,
+    )
+    if transport is not None and not (
+        isinstance(exc, _DROPPED) and transport.code == "endpoint_unreachable"
+    ):
+        return transport
     if isinstance(exc, _DROPPED):
+        # Sent, then cut before the answer: azure-core says so by the exception type (the
+        # chain below it also holds the requests ConnectionError it was raised from).
         return StoreError(
             "provider_error",
             f"the connection to {_host(fields)} dropped mid-request ({type(exc).__name__}); "
