@@ -26,8 +26,11 @@ from typing import Any, Final
 from ._errors import InvalidTemplate, ObjectKeyTooLong
 
 __all__ = [
+    "DEFAULT_FILE_NAME_TEMPLATE",
+    "FILE_NAME_TOKENS",
     "MAX_KEY_BYTES",
     "TOKENS",
+    "FileNameTemplate",
     "PathTemplate",
     "expand_prefix",
     "object_key",
@@ -47,7 +50,12 @@ TOKENS: Final[tuple[str, ...]] = (
     "DAY",
     "HOUR",
 )
-_VALUE_TOKENS: Final = frozenset({"COLLECTION_ID", "COLLECTION_NAME", "RESULT_SET_ID"})
+#: What a file-name template may use besides :data:`TOKENS`.
+FILE_NAME_TOKENS: Final[tuple[str, ...]] = (*TOKENS, "FILE_NAME", "FILE_EXT", "PART")
+DEFAULT_FILE_NAME_TEMPLATE: Final = "%FILE_NAME%%FILE_EXT%"
+_VALUE_TOKENS: Final = frozenset(
+    {"COLLECTION_ID", "COLLECTION_NAME", "RESULT_SET_ID", "FILE_NAME", "FILE_EXT", "PART"}
+)
 _NAME = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)%")
 
 
@@ -141,6 +149,9 @@ class PathTemplate:
     unknown token, a ``.``/``..`` segment or a control character.
     """
 
+    #: The tokens this kind of template knows.
+    known_tokens: tuple[str, ...] = TOKENS
+
     __slots__ = (
         "_format",
         "_literal_prefix",
@@ -170,8 +181,8 @@ class PathTemplate:
                 m = _NAME.match(text, i)
                 if m:
                     name = m.group(1).upper()
-                    if name not in TOKENS:
-                        known = ", ".join(f"%{t}%" for t in TOKENS)
+                    if name not in self.known_tokens:
+                        known = ", ".join(f"%{t}%" for t in self.known_tokens)
                         raise InvalidTemplate(
                             f"unknown token %{m.group(1)}%; known tokens are {known} "
                             f"(write %% for a literal %)",
@@ -304,10 +315,68 @@ class PathTemplate:
         return self._render(collection_id, collection_name, result_set_id, now)
 
 
+class FileNameTemplate(PathTemplate):
+    """An object name under the prefix: the prefix tokens plus ``%FILE_NAME%`` (the file's
+    name without its last extension), ``%FILE_EXT%`` (its last extension with the dot, or
+    empty) and ``%PART%`` (the part number, 1-based, zero-padded to 5 digits). The same rules
+    as a path template: one pass, values sanitised as one segment, unknown tokens rejected
+    with their position, keys at most 1024 UTF-8 bytes.
+
+    >>> FileNameTemplate("%FILE_NAME%-%PART%%FILE_EXT%").expand_name(
+    ...     "orders.jsonl", part=3, collection_id="c", collection_name="n", result_set_id="r")
+    'orders-00003.jsonl'
+    """
+
+    known_tokens = FILE_NAME_TOKENS
+    __slots__ = ()
+
+    @property
+    def uses_part(self) -> bool:
+        return "PART" in self.tokens
+
+    def expand_name(
+        self,
+        file_name: str,
+        *,
+        part: int | None = None,
+        collection_id: object,
+        collection_name: object,
+        result_set_id: object,
+        now: datetime | None = None,
+    ) -> str:
+        """The object name for ``file_name`` (part ``part``, if split), as one or more
+        segments; never empty, ``.`` or ``..``."""
+        stem, ext = _split_extension(file_name)
+        name = self._render(
+            collection_id,
+            collection_name,
+            result_set_id,
+            now,
+            stem,
+            ext,
+            "" if part is None else f"{part:05d}",
+        )
+        return "/".join(s if s not in ("", ".", "..") else "_" for s in name.split("/"))
+
+
+def _split_extension(file_name: str) -> tuple[str, str]:
+    """(name without its last extension, the extension with its dot or ""), of the name as
+    one segment: ``"a.b.csv"`` -> ``("a.b", ".csv")``, ``".env"`` -> ``(".env", "")``."""
+    name = sanitize_segment(file_name)
+    dot = name.rfind(".")
+    if dot <= 0:
+        return name, ""
+    return name[:dot], name[dot:]
+
+
 _RENDER_ARGS: Final = {
     "COLLECTION_ID": "seg(collection_id)",
     "COLLECTION_NAME": "seg(collection_name)",
     "RESULT_SET_ID": "seg(result_set_id)",
+    # already one segment each (see FileNameTemplate.expand_name)
+    "FILE_NAME": "file_name",
+    "FILE_EXT": "file_ext",
+    "PART": "part",
     "DATE": "d[0]",
     "YEAR": "d[1]",
     "MONTH": "d[2]",
@@ -323,7 +392,10 @@ def _compile_renderer(fmt: str, order: tuple[str, ...]) -> Callable[..., str]:
     runs once per file, so it is worth specialising). The generated source contains only the
     fixed names above; the template's own text reaches it as the ``FMT`` object, never as code.
     """
-    lines = ["def render(collection_id, collection_name, result_set_id, now):"]
+    lines = [
+        "def render(collection_id, collection_name, result_set_id, now,"
+        " file_name='', file_ext='', part=''):"
+    ]
     if any(name not in _VALUE_TOKENS for name in order):
         lines.append("    d = date_now() if now is None else date_at(now)")
     args = "".join(_RENDER_ARGS[name] + ", " for name in order)
