@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import example, given, strategies as st
 
 from destinations import InvalidTemplate, ObjectKeyTooLong, object_key
 from destinations._template import DEFAULT_FILE_NAME_TEMPLATE, FileNameTemplate, sanitize_segment
