@@ -24,19 +24,17 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
-from pydantic_core import to_jsonable_python
 
 from destinations import Destination
 from destinations.persistence import (
     FINAL_STATUSES,
-    DestinationRow,
+    DestinationRepository,
     SecretBox,
     StoredStatus,
     create_account,
     make_engine,
     read_delivery_statuses,
     upgrade,
-    utcnow,
 )
 from tests.postgres import fresh_schema
 
@@ -177,6 +175,7 @@ class Database:
         self.key = Fernet.generate_key().decode()
         self.box = SecretBox([self.key])
         self.engine = make_engine(url)
+        self.repository = DestinationRepository(self.engine, self.box)
         upgrade(self.engine)
         create_account(self.engine, "scale-out")
         with self.engine.connect() as connection:
@@ -185,32 +184,9 @@ class Database:
             )
 
     def store(self, destination: Destination) -> str:
-        secret_names = destination.destination_type.secret_fields
-        params: dict[str, Any] = {}
-        secrets: dict[str, Any] = {}
-        for key, value in destination.to_params(reveal_secrets=True).items():
-            if key in ("id", "name", "type", "enabled"):
-                continue
-            (secrets if key in secret_names else params)[key] = to_jsonable_python(value)
-        destination_id = uuid.uuid4().hex[:12]
-        now = utcnow()
-        with sa.orm.Session(self.engine) as session, session.begin():
-            session.add(
-                DestinationRow(
-                    id=destination_id,
-                    account_id=self.account_id,
-                    name=destination.name,
-                    type=destination.type,
-                    enabled=destination.enabled,
-                    params=params,
-                    secrets=self.box.encrypt(secrets),
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                    last_verified_at=None,
-                )
-            )
-        return destination_id
+        """Store ``destination`` for the account, as the API's create does."""
+        row = self.repository.insert(self.account_id, destination, verified=False, limit=10**6)
+        return row.id
 
     def statuses(self, **filters: Any) -> list[StoredStatus]:
         return read_delivery_statuses(self.engine, **filters)
