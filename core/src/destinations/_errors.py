@@ -52,6 +52,7 @@ ErrorCode = Literal[
     "endpoint_not_allowed",
     "timeout",
     "tls_error",
+    "host_key_mismatch",
     "provider_error",
 ]
 CODES: Final[frozenset[str]] = frozenset(ErrorCode.__args__)  # type: ignore[attr-defined]
