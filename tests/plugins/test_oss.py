@@ -519,7 +519,7 @@ def test_dropped_connection_is_transient(oss_double: OssDouble) -> None:
     with FaultyProxy(oss_double.endpoint, drop=1.0) as faulty:
         error = put_error(faulty.endpoint)
         assert faulty.faults["drop"] == 1
-    assert (error.code, error.status, error.transient) == ("provider_error", None, True)
+    assert (error.code, error.status, error.transient) == ("endpoint_unreachable", None, True)
 
 
 def test_503_from_a_gateway_is_transient(oss_double: OssDouble) -> None:
@@ -562,7 +562,8 @@ def test_connection_refused_is_endpoint_unreachable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     error = put_error(f"http://127.0.0.1:{port}", StoreOptions(timeout=5, retries=1))
-    assert (error.code, error.provider_code) == ("endpoint_unreachable", "ConnectionRefused")
+    assert (error.code, error.provider_code) == ("endpoint_unreachable", "ConnectionRefusedError")
+    assert error.transient is True
     assert "127.0.0.1" in error.message
 
 
@@ -778,3 +779,10 @@ def test_progress_counts_only_blob_data(recording: RecordingDouble) -> None:
         store.put("progress/p.bin", io.BytesIO(body), size=None, content_type=None)
     assert sum(events) == len(body)
     assert max(events) <= 16 * 1024  # size unknown: urllib3's send chunk
+
+
+def test_schema_region_is_an_enum_and_every_field_is_described() -> None:
+    schema = destinations.get_type("oss").fields.model_json_schema()["properties"]
+    assert schema["oss_region_id"]["enum"] == list(REGIONS)
+    for name, prop in schema.items():
+        assert prop.get("description"), name

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Final
+from typing import Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from destinations.plugin import InvalidDestination, SecretStr, check_endpoint_url
+from destinations.plugin import (
+    AccessKeyId,
+    InvalidDestination,
+    PathPrefix,
+    Secret,
+    check_endpoint_url,
+)
 
 __all__ = ["REGIONS", "OssFields", "default_endpoint", "signing_region"]
 
-#: The regions the Destinations API accepts for ``oss_region_id``.
-REGIONS: Final[tuple[str, ...]] = (
+#: The regions the Destinations API accepts for ``oss_region_id`` (an enum in the schema).
+Region = Literal[
     "oss-cn-hangzhou",
     "oss-cn-shanghai",
     "oss-cn-qingdao",
@@ -38,7 +44,8 @@ REGIONS: Final[tuple[str, ...]] = (
     "oss-eu-central-1",
     "oss-eu-west-1",
     "oss-me-east-1",
-)
+]
+REGIONS: Final[tuple[str, ...]] = get_args(Region)
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _KEY_RE = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what AccessKey pairs are made of
@@ -55,39 +62,25 @@ def signing_region(region_id: str) -> str:
     return region_id.removeprefix("oss-")
 
 
-def _check_key(field: str, value: str, what: str) -> str:
-    if not value:
-        raise InvalidDestination({field: "required"})
-    if not _KEY_RE.fullmatch(value):
-        raise InvalidDestination(
-            {
-                field: f"{what} must be printable ASCII without spaces or line breaks; "
-                "paste it again without surrounding whitespace"
-            }
-        )
-    return value
-
-
 class OssFields(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    oss_access_key: str = Field(
+    oss_access_key: AccessKeyId = Field(
         description="AccessKey ID of a RAM user (or account) allowed oss:PutObject and "
         "oss:DeleteObject under the path prefix; shown masked to its last four characters."
     )
-    oss_secret_key: SecretStr = Field(
+    oss_secret_key: Secret = Field(
         description="AccessKey secret paired with oss_access_key. Never shown again."
     )
     oss_bucket_name: str = Field(
         description="Bucket name: 3-63 lowercase letters, digits and hyphens, starting and "
         "ending with a letter or digit."
     )
-    oss_region_id: str = Field(
-        description="The bucket's region as OSS names it, e.g. oss-cn-hangzhou. One of: "
-        + ", ".join(REGIONS)
-        + "."
+    oss_region_id: Region = Field(
+        description="The bucket's region as OSS names it, e.g. oss-cn-hangzhou (case and "
+        "surrounding spaces are ignored)."
     )
-    oss_path_prefix: str = Field(
+    oss_path_prefix: PathPrefix = Field(
         "",
         description="Path template for object keys, e.g. results/%COLLECTION_ID%/%DATE%.",
     )
@@ -96,17 +89,6 @@ class OssFields(BaseModel):
         description="Endpoint URL overriding https://<oss_region_id>.aliyuncs.com, e.g. an "
         "internal (VPC) endpoint. Optional.",
     )
-
-    @field_validator("oss_access_key")
-    @classmethod
-    def _access_key(cls, value: str) -> str:
-        return _check_key("oss_access_key", value.strip(), "the AccessKey ID")
-
-    @field_validator("oss_secret_key")
-    @classmethod
-    def _secret_key(cls, value: SecretStr) -> SecretStr:
-        _check_key("oss_secret_key", value.get_secret_value(), "the AccessKey secret")
-        return value
 
     @field_validator("oss_bucket_name")
     @classmethod
@@ -126,9 +108,11 @@ class OssFields(BaseModel):
             raise InvalidDestination({"oss_bucket_name": f"{problem}{shown}"})
         return value
 
-    @field_validator("oss_region_id")
+    @field_validator("oss_region_id", mode="before")
     @classmethod
-    def _region_id(cls, value: str) -> str:
+    def _region_id(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value  # the enum's own error
         region = value.strip().lower()
         if region in REGIONS:
             return region

@@ -5,8 +5,6 @@ store is opened."""
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
@@ -15,7 +13,6 @@ import oss2
 import oss2.exceptions
 import oss2.models
 import requests
-import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from destinations.plugin import (
@@ -24,7 +21,7 @@ from destinations.plugin import (
     Store,
     StoreError,
     StoreOptions,
-    exception_chain,
+    classify_transport_error,
     find_refusal,
     open_source,
     upload_progress,
@@ -287,7 +284,13 @@ class OssStore(Store):
         refusal = find_refusal(exc)
         if refusal is not None:
             return refusal
-        return map_error(exc, bucket=self.bucket_name, region_id=self.region_id, host=self.host)
+        return map_error(
+            exc,
+            bucket=self.bucket_name,
+            region_id=self.region_id,
+            host=self.host,
+            timeout=self.options.timeout,
+        )
 
 
 def _brief(exc: BaseException) -> str:
@@ -296,60 +299,16 @@ def _brief(exc: BaseException) -> str:
     return f"{code}" if isinstance(code, str) and code else type(exc).__name__
 
 
-def _connection_error(exc: BaseException, host: str) -> StoreError:
-    chain = list(exception_chain(exc))
+def _connection_error(exc: BaseException, host: str, timeout: float | None) -> StoreError:
+    transport = classify_transport_error(exc, host=host, check="oss_endpoint", timeout=timeout)
+    if transport is not None:
+        return transport
     name = type(exc).__name__
-
-    def has(*types: type[BaseException]) -> bool:
-        return any(isinstance(e, types) for e in chain)
-
-    if has(ssl.SSLError, requests.exceptions.SSLError):
-        return StoreError(
-            "tls_error",
-            f"the TLS handshake with {host} failed (certificate not trusted, wrong host name, "
-            "or the endpoint does not speak HTTPS); check oss_endpoint",
-            provider_code="SSLError",
-        )
-    if has(requests.exceptions.Timeout, TimeoutError):
-        return StoreError(
-            "timeout",
-            f"{host} did not answer in time; check that this server can reach it, or retry later",
-            provider_code="ConnectTimeout"
-            if has(requests.exceptions.ConnectTimeout)
-            else "ReadTimeout",
-        )
-    if has(socket.gaierror):
-        return StoreError(
-            "endpoint_unreachable",
-            f"the host name {host} could not be resolved; check oss_region_id and oss_endpoint",
-            provider_code="NameResolutionError",
-        )
-    if has(ConnectionRefusedError):
-        return StoreError(
-            "endpoint_unreachable",
-            f"{host} refused the connection; check oss_endpoint and that the network "
-            "allows outbound HTTPS",
-            provider_code="ConnectionRefused",
-        )
-    if has(requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError):
-        # Connected, then the connection dropped mid-request or mid-answer: another attempt
-        # may succeed (nothing is stored until a request completes).
-        return StoreError(
-            "provider_error",
-            f"the connection to {host} dropped mid-request ({name}); nothing was stored, "
-            "another attempt may succeed",
-            provider_code=name,
-            transient=True,
-        )
-    if has(requests.exceptions.ConnectionError, OSError):
-        return StoreError(
-            "endpoint_unreachable",
-            f"the connection to {host} failed or was cut; check oss_endpoint and the network, "
-            "or retry",
-            provider_code=name,
-        )
     return StoreError(
-        "provider_error", f"the request to {host} failed ({name})", provider_code=name
+        "provider_error",
+        f"the request to {host} failed ({name})",
+        provider_code=name,
+        transient=False,
     )
 
 
@@ -365,7 +324,14 @@ def _is_wrong_region(status: int, code: str, message: str, ec: str) -> bool:
     return code in about_signing and "region" in text
 
 
-def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> StoreError:
+def map_error(
+    exc: BaseException,
+    *,
+    bucket: str,
+    region_id: str,
+    host: str,
+    timeout: float | None = None,
+) -> StoreError:
     """Map an oss2/requests failure to core's codes. Messages never include ``str(exc)``:
     oss2 puts request ids and response details there."""
     if isinstance(exc, StoreError):
@@ -379,9 +345,9 @@ def map_error(exc: BaseException, *, bucket: str, region_id: str, host: str) -> 
             transient=False,
         )
     if isinstance(exc, oss2.exceptions.RequestError):
-        return _connection_error(exc.exception, host)
+        return _connection_error(exc.exception, host, timeout)
     if isinstance(exc, requests.RequestException):
-        return _connection_error(exc, host)
+        return _connection_error(exc, host, timeout)
     if isinstance(exc, oss2.exceptions.InconsistentError):
         return StoreError(
             "provider_error",
