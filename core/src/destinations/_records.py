@@ -16,7 +16,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Literal, final
 
 from ._errors import ErrorCode
-from ._template import PathTemplate, sanitize_segment
+from ._template import (
+    DEFAULT_FILE_NAME_TEMPLATE,
+    FileNameTemplate,
+    PathTemplate,
+    sanitize_segment,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -40,6 +45,7 @@ __all__ = [
 ]
 
 ProbeDeleteFailure = Literal["fail", "warn"]
+Compression = Literal["none", "gzip", "zstd"]
 Status = Literal["success", "failed", "skipped"]
 Step = Literal["key", "open", "put", "manifest"]
 
@@ -63,8 +69,22 @@ class Destination:
     id: str | None = None
     manifest: bool = False
     probe_delete_failure: ProbeDeleteFailure = "fail"
+    compression: Compression = "none"
+    max_file_records: int | None = None
+    max_file_bytes: int | None = None
+    file_name_template: str = DEFAULT_FILE_NAME_TEMPLATE
     template: PathTemplate = field(default_factory=lambda: PathTemplate(""), compare=False)
+    name_template: FileNameTemplate = field(
+        default_factory=lambda: FileNameTemplate(DEFAULT_FILE_NAME_TEMPLATE),
+        compare=False,
+        repr=False,
+    )
     type_info: DestinationType | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def splits(self) -> bool:
+        """Whether files of splittable kinds are cut into parts."""
+        return self.max_file_records is not None or self.max_file_bytes is not None
 
     @property
     def destination_type(self) -> DestinationType:
@@ -89,6 +109,8 @@ class Destination:
             value = getattr(self, f.name)
             if f.name == "id" and value is None:
                 continue
+            if f.name in _DEFAULTS and value == _DEFAULTS[f.name]:
+                continue
             params[f.name] = value
         for key, value in self.settings:
             if reveal_secrets and hasattr(value, "get_secret_value"):
@@ -105,7 +127,15 @@ class Destination:
         return _update(self, changes)
 
 
-_NOT_PARAMS: Final = frozenset({"settings", "template", "type_info"})
+_NOT_PARAMS: Final = frozenset({"settings", "template", "name_template", "type_info"})
+#: Parameters left out of ``to_params`` while they hold their default (so a destination
+#: stored before they existed reads back unchanged).
+_DEFAULTS: Final[dict[str, object]] = {
+    "compression": "none",
+    "max_file_records": None,
+    "max_file_bytes": None,
+    "file_name_template": DEFAULT_FILE_NAME_TEMPLATE,
+}
 
 
 # -- the result set -----------------------------------------------------------------

@@ -36,7 +36,7 @@ from ._errors import InvalidDestination, InvalidTemplate, PluginLoadError, Unkno
 from ._guard import check_endpoint_scheme
 from ._plugins import available_types, get_type
 from ._records import Destination
-from ._template import PathTemplate
+from ._template import DEFAULT_FILE_NAME_TEMPLATE, FileNameTemplate, PathTemplate
 from .plugin import DestinationType
 
 __all__ = [
@@ -89,6 +89,20 @@ def _name(value: object) -> str:
     if any(unicodedata.category(c) == "Cc" for c in name):
         raise InvalidDestination({"name": "must not contain control characters"})
     return name
+
+
+def _blank_is_none(value: object) -> object:
+    """A form field left empty means "not set"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _file_name_template(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            _compile_name(value)
+        except InvalidTemplate as exc:
+            raise exc.for_field("file_name_template") from None
+    return value
 
 
 _FLAG_SCHEMA: dict[str, Any] = {
@@ -145,6 +159,42 @@ class CommonFields(BaseModel):
             "retention-locked buckets)."
         ),
     ] = "fail"
+    compression: Annotated[
+        Literal["none", "gzip", "zstd"],
+        Field(
+            description="Compress every object written: 'gzip' appends .gz to the key, "
+            "'zstd' .zst. The object keeps the original Content-Type and gets no "
+            "Content-Encoding, so HTTP clients do not decompress it silently."
+        ),
+    ] = "none"
+    max_file_records: Annotated[
+        Annotated[int, Field(ge=1, le=1_000_000_000)] | None,
+        BeforeValidator(_blank_is_none),
+        Field(
+            description="Split JSON Lines and CSV files into parts of at most this many "
+            "records (CSV parts repeat the header). Other files are not split.",
+        ),
+    ] = None
+    max_file_bytes: Annotated[
+        Annotated[int, Field(ge=1, le=5 * 1024**4)] | None,
+        BeforeValidator(_blank_is_none),
+        Field(
+            description="Split JSON Lines and CSV files into parts of at most this many "
+            "bytes before compression, at record boundaries (a larger record is a part of "
+            "its own, never cut).",
+        ),
+    ] = None
+    file_name_template: Annotated[
+        str,
+        BeforeValidator(_file_name_template),
+        Field(
+            max_length=1024,
+            description="The object name under the prefix: the prefix tokens plus "
+            "%FILE_NAME% (the name without its last extension), %FILE_EXT% (the extension "
+            "with its dot) and %PART% (the part number, 5 digits). Split files without "
+            "%PART% are named %FILE_NAME%-%PART%%FILE_EXT%.",
+        ),
+    ] = DEFAULT_FILE_NAME_TEMPLATE
 
 
 #: Messages for a missing required common field.
@@ -236,6 +286,11 @@ def _compile(text: str) -> PathTemplate:
     return PathTemplate(text)
 
 
+@functools.lru_cache(maxsize=256)
+def _compile_name(text: str) -> FileNameTemplate:
+    return FileNameTemplate(text)
+
+
 def _type_of_field(key: str, types: list[str]) -> str | None:
     for name in sorted(types, key=len, reverse=True):
         if key.startswith(name + "_"):
@@ -320,8 +375,13 @@ def parse_destination(params: Mapping[str, object]) -> Destination:
         enabled=validated.enabled,
         manifest=validated.manifest,
         probe_delete_failure=validated.probe_delete_failure,
+        compression=validated.compression,
+        max_file_records=validated.max_file_records,
+        max_file_bytes=validated.max_file_bytes,
+        file_name_template=validated.file_name_template,
         settings=settings,
         template=_compile(prefix if isinstance(prefix, str) else ""),
+        name_template=_compile_name(validated.file_name_template),
         type_info=dtype,
     )
 
