@@ -78,3 +78,27 @@ def test_types_json_shows_the_models_descriptions() -> None:
     oss = next(t for t in data if t["type"] == "oss")
     region = next(f for f in oss["fields"] if f["name"] == "oss_region_id")
     assert "oss-cn-hangzhou" in region["enum"]
+
+
+def test_parse_validates_as_the_discriminated_union_does(tmp_path: typing.Any) -> None:
+    from pydantic import ValidationError
+
+    from destinations._spec import destination_union
+
+    union = destination_union()
+    good = {"name": " n ", "enabled": "1", "type": "local", "local_directory": str(tmp_path)}
+    picked = union.validate_python(good)
+    parsed = destinations.parse_destination(good)
+    assert type(picked).__name__ == "LocalDestination"
+    assert (picked.name, picked.enabled, picked.local_directory) == (
+        parsed.name,
+        parsed.enabled,
+        parsed.settings.local_directory,  # type: ignore[attr-defined]
+    )
+    bad = {**good, "enabled": "maybe", "name": ""}
+    with pytest.raises(ValidationError) as union_error:
+        union.validate_python(bad)
+    with pytest.raises(destinations.InvalidDestination) as parse_error:
+        destinations.parse_destination(bad)
+    union_fields = {e["loc"][1] for e in union_error.value.errors()}
+    assert union_fields == set(parse_error.value.errors) == {"name", "enabled"}
