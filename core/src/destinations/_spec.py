@@ -6,8 +6,9 @@ plugin's own field model, with ``type`` as a ``Literal`` discriminator
 (:func:`destination_model`); :func:`destination_union` is the discriminated union of every
 installed type. :func:`parse_destination` resolves the discriminator first and validates with
 that member of the union — the same model the union would pick — so parsing one type imports
-only its plugin (building the whole union costs about 30 ms in a fresh process). The OpenAPI document and
-``destinations types --json`` are generated from the same models, so a rule, a bound or a
+only its plugin (building the whole union costs about 30 ms in a fresh process). The OpenAPI
+document and ``destinations types --json`` are generated from the same models, so a rule, a
+bound or a
 description is written in one place.
 """
 
