@@ -8,8 +8,7 @@ installed type. :func:`parse_destination` resolves the discriminator first and v
 that member of the union — the same model the union would pick — so parsing one type imports
 only its plugin (building the whole union costs about 30 ms in a fresh process). The OpenAPI
 document and ``destinations types --json`` are generated from the same models, so a rule, a
-bound or a
-description is written in one place.
+bound or a description is written in one place.
 """
 
 from __future__ import annotations
