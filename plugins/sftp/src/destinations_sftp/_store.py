@@ -96,9 +96,9 @@ def _host_key_algorithms(keys: Sequence[HostKey]) -> list[str]:
             for alg in _RSA_ALGORITHMS if key.algorithm == "ssh-rsa" else (key.algorithm,):
                 if alg not in algorithms:
                     algorithms.append(alg)
-    for alg in get_default_public_key_algs():
-        if alg.decode() not in algorithms:
-            algorithms.append(alg.decode())
+    for default in get_default_public_key_algs():
+        if default.decode() not in algorithms:
+            algorithms.append(default.decode())
     return algorithms
 
 
@@ -357,6 +357,12 @@ class SftpStore(Store):
         directory = parts[:-1]
         final = self._path(parts)
         temp = self._path((*directory, f".{secrets.token_hex(8)}.destinations-tmp"))
+        if size is not None and size <= MIN_CHUNK:  # one chunk: one trip to the loop
+            data = self._read_exactly(stream, size)
+            with self._channel() as sftp:
+                self._call(self._put_whole(sftp, directory, temp, final, data))
+            progress(size)
+            return
         with self._channel() as sftp:
             handle = self._call(self._open_temp(sftp, directory, temp))
             done = False
@@ -368,6 +374,36 @@ class SftpStore(Store):
             finally:
                 if not done:
                     self._discard(sftp, handle, temp)
+
+    @staticmethod
+    def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+        try:
+            data = _read_up_to(stream, size)
+            extra = stream.read(1) if len(data) == size else b""
+        except Exception as exc:
+            raise _SourceFailed(exc) from exc
+        if len(data) < size or extra:
+            raise _IncompleteSource(len(data) + len(extra), size, more=bool(extra))
+        return data
+
+    async def _put_whole(
+        self,
+        sftp: asyncssh.SFTPClient,
+        directory: tuple[str, ...],
+        temp: str,
+        final: str,
+        data: bytes,
+    ) -> None:
+        """A small file in one go: open, write, close, rename (clean-up on failure)."""
+        handle = await self._open_temp(sftp, directory, temp)
+        try:
+            if data:
+                await handle.write(data, 0)
+            await handle.close()
+            await self._rename(sftp, temp, final)
+        except BaseException:
+            await asyncio.shield(self._discard_async(sftp, handle, temp))
+            raise
 
     async def _open_temp(
         self, sftp: asyncssh.SFTPClient, directory: tuple[str, ...], temp: str
@@ -457,12 +493,18 @@ class SftpStore(Store):
     def _discard(
         self, sftp: asyncssh.SFTPClient, handle: asyncssh.SFTPClientFile, temp: str
     ) -> None:
+        with contextlib.suppress(Exception):  # it records what it could not remove
+            self._call(self._discard_async(sftp, handle, temp), 2 * _CLEANUP_SECONDS + 1)
+
+    async def _discard_async(
+        self, sftp: asyncssh.SFTPClient, handle: asyncssh.SFTPClientFile, temp: str
+    ) -> None:
         """After a failed upload: close the handle and remove the temporary file; if the
         connection is gone, remember the file and remove it after the next connect."""
         with contextlib.suppress(Exception):  # the handle dies with the channel anyway
-            self._call(handle.close(), _CLEANUP_SECONDS)
+            await asyncio.wait_for(handle.close(), _CLEANUP_SECONDS)
         try:
-            self._call(sftp.remove(temp), _CLEANUP_SECONDS)
+            await asyncio.wait_for(sftp.remove(temp), _CLEANUP_SECONDS)
         except asyncssh.SFTPNoSuchFile:
             pass
         except Exception:
