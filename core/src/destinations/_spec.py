@@ -206,11 +206,11 @@ _MISSING = {"enabled": "required (true or false)"}
 COMMON_FIELDS: tuple[str, ...] = ("id", "type", *CommonFields.model_fields)
 
 _lock = threading.Lock()
-_models: dict[str, type[BaseModel]] = {}
+_models: dict[str, type[CommonFields]] = {}
 _union: tuple[tuple[str, ...], TypeAdapter[Any], int] | None = None
 
 
-def destination_model(type_name: str) -> type[BaseModel]:
+def destination_model(type_name: str) -> type[CommonFields]:
     """The full model of one type: :class:`CommonFields` + the plugin's fields + ``type``."""
     with _lock:
         model = _models.get(type_name)
@@ -219,7 +219,7 @@ def destination_model(type_name: str) -> type[BaseModel]:
         return model
 
 
-def _build_model(dtype: DestinationType) -> type[BaseModel]:
+def _build_model(dtype: DestinationType) -> type[CommonFields]:
     validators: dict[str, Any] = {}
     if dtype.prefix_field is not None:
         prefix_field = dtype.prefix_field
@@ -241,13 +241,16 @@ def _build_model(dtype: DestinationType) -> type[BaseModel]:
             return value
 
         validators[f"check_{endpoint_field}"] = field_validator(endpoint_field)(_endpoint)
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    discriminator: Any = Literal[dtype.name]  # a Literal of a value known only at run time
+    bases: Any = (CommonFields, dtype.fields)
+    model: type[CommonFields] = create_model(
         f"{dtype.name.capitalize()}Destination",
-        __base__=(CommonFields, dtype.fields),
+        __base__=bases,
         __doc__=dtype.description or f"A {dtype.name} destination.",
         __validators__=validators,
-        type=(Literal[dtype.name], Field(description="The destination type.")),
+        type=(discriminator, Field(description="The destination type.")),
     )
+    return model
 
 
 def destination_union() -> TypeAdapter[Any]:
