@@ -533,6 +533,33 @@ def test_a_killed_connection_leaves_no_file_under_the_final_name(sshd: Sshd, roo
     assert sorted(os.listdir(folder)) == ["after.txt"]
 
 
+def test_a_lost_sftp_channel_is_replaced(sshd: Sshd, root: Path) -> None:
+    """sftp-server dies but the SSH connection lives: the next put opens a new channel."""
+    destination = destination_for(sshd, root, sftp_path_prefix="")
+    folder = _owned_dir(sshd, root / f"channel-{uuid.uuid4().hex[:6]}")
+    killed: list[int] = []
+
+    def kill_sftp_server() -> None:
+        for pid in _connection_processes(sshd):
+            if b"sftp-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    mark = sshd.log_mark()
+    with open_store(destination, StoreOptions(timeout=10)) as store:
+        with pytest.raises(StoreError) as info:
+            store.put(
+                f"{folder.name}/big.bin",
+                _GatedSource(os.urandom(8 * MiB), 2 * MiB, kill_sftp_server),
+                size=8 * MiB,
+                content_type=None,
+            )
+        assert killed and (info.value.code, info.value.transient) == ("endpoint_unreachable", True)
+        store.put(f"{folder.name}/after.txt", io.BytesIO(b"ok"), size=2, content_type=None)
+    assert sshd.connections(mark) == 1  # the same connection, a new channel
+    assert sorted(os.listdir(folder)) == ["after.txt"]  # the temporary file was removed
+
+
 def test_overwrite_without_posix_rename(sshd: Sshd, root: Path) -> None:
     destination = destination_for(sshd, root, sftp_path_prefix="plain-rename")
     with open_store(destination) as store:

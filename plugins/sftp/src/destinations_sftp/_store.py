@@ -45,6 +45,8 @@ CHANNELS_PER_CONNECTION: Final = 4
 WINDOW_BYTES: Final = 4 * MiB
 MAX_CHUNK: Final = 1 * MiB
 MIN_CHUNK: Final = 32 * 1024
+#: Seconds a caller waits beyond a request's own bound, should the loop not answer at all.
+_BACKSTOP_SECONDS: Final = 5.0
 #: Seconds allowed for best-effort clean-up (closing a handle, removing a temporary file).
 _CLEANUP_SECONDS: Final = 5.0
 
@@ -237,7 +239,11 @@ class SftpStore(Store):
         assert self._loop is not None
         seconds = self.options.timeout if timeout is None else timeout
         future = asyncio.run_coroutine_threadsafe(_bounded(awaitable, seconds), self._loop)
-        return future.result()
+        try:
+            return future.result(seconds + _BACKSTOP_SECONDS)  # wait_for bounds it first
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
 
     def _submit(self, awaitable: Awaitable[T]) -> concurrent.futures.Future[T]:
         assert self._loop is not None
@@ -277,9 +283,15 @@ class SftpStore(Store):
             self._busy[id(sftp)] = self._busy.get(id(sftp), 0) + 1
         try:
             yield sftp
+        except (asyncssh.SFTPConnectionLost, asyncssh.ConnectionLost):
+            with self._lock:  # a dead channel (its sftp-server gone): open another next time
+                if sftp in self._channels:
+                    self._channels.remove(sftp)
+            raise
         finally:
             with self._lock:
-                self._busy[id(sftp)] -= 1
+                if id(sftp) in self._busy:  # not reset by a reconnect meanwhile
+                    self._busy[id(sftp)] -= 1
 
     def _connect(self) -> None:
         self._conn, self._channels, self._busy = None, [], {}
@@ -332,8 +344,8 @@ class SftpStore(Store):
 
     def _remove_orphans(self, sftp: asyncssh.SFTPClient) -> None:
         """Remove temporary files a lost connection kept us from removing."""
-        orphans, self._orphans = self._orphans, []
-        for path in orphans:
+        while self._orphans:
+            path = self._orphans.pop()  # atomic: the loop thread may append meanwhile
             try:
                 self._call(sftp.remove(path), _CLEANUP_SECONDS)
             except asyncssh.SFTPNoSuchFile:
@@ -508,8 +520,9 @@ class SftpStore(Store):
         except asyncssh.SFTPNoSuchFile:
             pass
         except Exception:
-            with self._lock:
-                self._orphans.append(temp)
+            # On the loop thread: never self._lock, which a caller may hold while it waits
+            # for this loop. list.append is atomic.
+            self._orphans.append(temp)
 
     # -- errors -------------------------------------------------------------------------------
     def _error(self, exc: BaseException, key: str) -> StoreError:
