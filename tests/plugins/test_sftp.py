@@ -38,11 +38,11 @@ from destinations import (
     StoreOptions,
     VerificationFailed,
     deliver,
+    open_store,
     parse_destination,
     verify,
 )
-from destinations._progress import reporting_progress
-from destinations._verify import open_store
+from destinations._progress import reporting_progress  # what deliver sets around a put
 from destinations.api import create_api_key, create_app
 from destinations.plugin import MiB
 from destinations.testing import StoreConformance, secret_values
@@ -752,3 +752,23 @@ def test_api_creates_an_sftp_destination_with_secrets_masked_and_encrypted(
 def _local_root(tmp_path: Path) -> Path:
     (tmp_path / "local").mkdir()
     return tmp_path / "local"
+
+
+def test_asyncssh_is_imported_only_when_a_store_opens() -> None:
+    script = """
+import sys
+import destinations
+from destinations import open_store
+destinations.available_types()
+d = destinations.parse_destination({
+    "name": "x", "type": "sftp", "enabled": True, "sftp_host": "sftp.example.com",
+    "sftp_username": "u", "sftp_password": "p", "sftp_host_key": "SHA256:" + "A" * 43,
+})
+before = "asyncssh" in sys.modules
+open_store(d).close()  # connects lazily: nothing is sent here
+print(before, "asyncssh" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
