@@ -63,6 +63,14 @@ __all__ = [
 
 _CHUNK = 1024 * 1024
 
+
+def _chunk_for(size: int | None) -> int:
+    """Copy in 1 MiB chunks, smaller for files under 200 MiB (at least 4 KiB): progress is
+    reported per chunk, and a bar should move at least every 1 % of a file."""
+    if size is None:
+        return _CHUNK
+    return min(_CHUNK, max(4096, size // 200))
+
 #: Temporary files of this naming older than this many seconds are removed by the next
 #: write into their directory.
 STALE_TEMP_AGE: Final = 3600.0
@@ -283,8 +291,9 @@ class LocalStore(Store):
             with open_source(source) as src:
                 fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=directory)
                 created = True
+                chunk_size = _chunk_for(size)
                 with os.fdopen(fd, "wb") as out:
-                    while chunk := src.read(_CHUNK):
+                    while chunk := src.read(chunk_size):
                         out.write(chunk)
                         progress(len(chunk))
                     written = out.tell()
