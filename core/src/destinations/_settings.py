@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     local_root: Path | None = None
     #: Lift the endpoint guard (private, loopback and plain-http endpoints), for development.
     allow_private_endpoints: Switch = False
+    #: Let ``s3`` destinations with ``s3_role_arn`` and no key pair assume their role with
+    #: this server's own AWS credentials (the SDK's default chain: environment, instance or
+    #: container role). Off: every destination brings its own key pair.
+    allow_default_credentials: Switch = False
     #: Celery broker, ``redis://…`` or ``amqp://…``. Kept out of the repr: it may hold a
     #: password.
     broker_url: str | None = Field(default=None, repr=False)
