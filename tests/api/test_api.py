@@ -59,7 +59,8 @@ def failure(response: Any, status: int) -> dict[str, Any]:
 def test_create_local_form_encoded_verifies_and_leaves_nothing(
     client: TestClient, api_key: str, local_root: Path
 ) -> None:
-    (local_root / "out").mkdir()
+    # Each account writes inside its own subtree, ROOT/<account id> (the first account is 1).
+    (local_root / "1" / "out").mkdir(parents=True)
     response = client.post(
         f"/destinations?api_key={api_key}",
         content="name=My+first+local+destination&type=local&enabled=true"
@@ -138,7 +139,8 @@ def test_local_directory_must_resolve_inside_the_root(
 ) -> None:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    (local_root / "sneaky").symlink_to(outside)
+    (local_root / "1").mkdir()
+    (local_root / "1" / "sneaky").symlink_to(outside)
     for directory in (str(outside), "../elsewhere", "sneaky", "/"):
         info = failure(client.post("/destinations", params={"api_key": api_key},
                                    data={"name": "x", "type": "local", "enabled": "false",

@@ -92,12 +92,16 @@ def test_serve_runs_a_real_server_with_the_embedded_defaults(tmp_path: Path) -> 
         assert body["request_info"] == {"success": True}
         status, body = _call("POST", f"{base}/destinations?api_key=wrong", form)
         assert status == 401
-        assert list((tmp_path / "destinations-data").iterdir()) == []
+        # The account's own subtree (ROOT/<account id>), and no file left in it.
+        assert [p.name for p in (tmp_path / "destinations-data").iterdir()] == ["1"]
+        assert [p for p in (tmp_path / "destinations-data").rglob("*") if not p.is_dir()] == []
     finally:
         server.terminate()
         output, _ = server.communicate(timeout=15)
     assert "destinations.db.key" in output and "0600" in output
     assert oct((tmp_path / "destinations.db.key").stat().st_mode & 0o777) == "0o600"
+    # The database file too: it holds the accounts' key hashes and the encrypted secrets.
+    assert oct((tmp_path / "destinations.db").stat().st_mode & 0o777) == "0o600"
     # The access log shows each request, with the api_key blanked: it is a credential.
     assert '"GET /destinations?api_key=[redacted] HTTP/1.1" 200' in output
     assert api_key not in output

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -18,8 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import _metrics
+from .._logging import account_id_var, log_context
 from .._settings import DEFAULT_DATABASE_URL, env_name, settings
 from ..persistence import DestinationRepository, load_secret_box, make_engine, upgrade
+from ._body import check_request, idempotency_key, read_params
+from ._deliveries import build_deliveries, delivery_routes
 from ._openapi import build_openapi
 from ._service import ApiError, DestinationService, Settings
 
@@ -31,10 +33,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("destinations.api")
+MISSING_KEY = "api_key is missing: add ?api_key=YOUR_KEY to the URL"
 
 DATABASE_URL_ENV = env_name("database_url")
 LOCAL_ROOT_ENV = env_name("local_root")
-WRITE_TYPES = ("application/json", "application/x-www-form-urlencoded")
 
 
 def _envelope(
@@ -52,48 +54,8 @@ def _ok(status: int = 200, **body: Any) -> JSONResponse:
 
 
 async def _read_params(request: Request, limit: int) -> dict[str, Any]:
-    """The write body as a dict, from JSON or a form; 413 as soon as it passes ``limit``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"Request body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:  # Content-Length may be absent (chunked) or wrong
-            raise ApiError(413, f"Request body is larger than {limit} bytes")
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if not body.strip():
-        return {}
-    if media_type == "application/json":
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "Request body must be a JSON object of destination fields")
-        return data
-    if media_type in ("application/x-www-form-urlencoded", ""):
-        try:
-            pairs = parse_qsl(
-                body.decode(), keep_blank_values=True, strict_parsing=True, errors="strict"
-            )
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(
-                400,
-                "Request body is not valid form data (UTF-8, "
-                "application/x-www-form-urlencoded); write a % in a value "
-                "as %25, e.g. with curl --data-urlencode",
-            ) from exc
-        form: dict[str, Any] = {}
-        repeated: dict[str, str] = {}
-        for key, value in pairs:
-            if key in form:
-                repeated[key] = "given more than once"
-            form[key] = value
-        if repeated:
-            raise ApiError.invalid(repeated)
-        return form
-    raise ApiError(400, f"Content-Type must be one of {', '.join(WRITE_TYPES)}")
+    """The write body as a dict (:func:`._body.read_params`, within the app's body timeout)."""
+    return await read_params(request, limit, request.app.state.body_timeout)
 
 
 def _errors(
@@ -102,42 +64,112 @@ def _errors(
     """Run ``endpoint`` with the app's service; an :class:`ApiError` becomes the envelope."""
 
     async def wrapped(request: Request) -> Response:
-        try:
-            return await endpoint(request, request.app.state.service)
-        except ApiError as exc:
-            return _envelope(exc.status, exc.message, exc.headers, **exc.extra)
+        request_id = _request_id(request)
+        with log_context(request_id=request_id):
+            try:
+                check_request(request)
+                response = await endpoint(request, request.app.state.service)
+            except ApiError as exc:
+                response = _envelope(
+                    exc.status, _form_hints(request, exc), exc.headers, **exc.extra
+                )
+        response.headers["X-Request-ID"] = request_id
+        return response
 
     return wrapped
+
+
+def _request_id(request: Request) -> str:
+    """The caller's ``X-Request-ID`` when it is a sane token, else a new one."""
+    given = request.headers.get("x-request-id", "")
+    if 0 < len(given) <= 64 and all(c.isalnum() or c in "-_.:" for c in given):
+        return given
+    return os.urandom(8).hex()
+
+
+#: What a form body does to an unencoded "+" (the secret validator says only "no spaces").
+PLUS_HINT = (
+    " (a '+' sent unencoded in a form body arrives as a space: encode it as %2B, e.g. with "
+    "curl --data-urlencode)"
+)
+
+
+def _form_hints(request: Request, exc: ApiError) -> str:
+    """The '+'-as-space hint, only for form bodies: a JSON body keeps its '+'."""
+    errors = exc.extra.get("errors")
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if not isinstance(errors, dict) or media_type not in ("application/x-www-form-urlencoded", ""):
+        return exc.message
+    if request.method not in ("POST", "PUT"):
+        return exc.message
+    hinted = False
+    for field, message in list(errors.items()):
+        if isinstance(message, str) and message.startswith("must not contain spaces"):
+            errors[field] = message + PLUS_HINT
+            hinted = True
+    if not hinted:
+        return exc.message
+    detail = "; ".join(f"{field}: {message}" for field, message in errors.items())
+    return f"Invalid parameters: {detail}"
+
+
+def _api_key(request: Request) -> str:
+    api_key = request.query_params.get("api_key")
+    if not api_key:
+        raise ApiError(401, MISSING_KEY)
+    return api_key
 
 
 def _authenticated(
     service: DestinationService, api_key: str | None, work: Callable[[int], Response]
 ) -> Response:
     """Authenticate, then ``work(account)``: both in one worker-thread call."""
-    return work(service.authenticate(api_key))
+    account = service.authenticate(api_key)
+    account_id_var.set(account)
+    return work(account)
 
 
 async def _run(
     request: Request, service: DestinationService, work: Callable[[int], Response]
 ) -> Response:
     """``work(account)`` for the request's API key, in a single threadpool hop."""
-    return await run_in_threadpool(
-        _authenticated, service, request.query_params.get("api_key"), work
-    )
+    return await run_in_threadpool(_authenticated, service, _api_key(request), work)
 
 
 async def _authenticate(request: Request, service: DestinationService) -> int:
     """The account of a write, found before its body is read: a bad key answers 401
     without the server reading (or judging) the body."""
-    return await run_in_threadpool(service.authenticate, request.query_params.get("api_key"))
+    account = await run_in_threadpool(service.authenticate, _api_key(request))
+    account_id_var.set(account)
+    return account
 
 
 @_errors
 async def create(request: Request, service: DestinationService) -> Response:
+    key = idempotency_key(request)
     account = await _authenticate(request, service)
     params = await _read_params(request, request.app.state.max_body_bytes)
-    destination = await run_in_threadpool(service.create, account, params)
-    return _ok(destination=destination)
+    if key is None:
+        pending = await run_in_threadpool(service.prepare_create, account, params)
+        return _ok(destination=await service.execute(account, pending))
+    claim = await run_in_threadpool(service.claim, account, key, params)
+    if claim.outcome == "replay":
+        assert claim.response is not None and claim.status is not None
+        return Response(
+            claim.response,
+            status_code=claim.status,
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+    try:
+        pending = await run_in_threadpool(service.prepare_create, account, params)
+        response = _ok(destination=await service.execute(account, pending))
+    except BaseException:
+        await run_in_threadpool(service.release, account, key)
+        raise
+    body = bytes(response.body)
+    await run_in_threadpool(service.finish, account, key, response.status_code, body)
+    return response
 
 
 @_errors
@@ -160,10 +192,10 @@ async def get(request: Request, service: DestinationService) -> Response:
 async def update(request: Request, service: DestinationService) -> Response:
     account = await _authenticate(request, service)
     params = await _read_params(request, request.app.state.max_body_bytes)
-    destination = await run_in_threadpool(
-        service.update, account, request.path_params["id"], params
+    pending = await run_in_threadpool(
+        service.prepare_update, account, request.path_params["id"], params
     )
-    return _ok(destination=destination)
+    return _ok(destination=await service.execute(account, pending))
 
 
 def _deleted(service: DestinationService, account: int, destination_id: str) -> Response:
@@ -183,6 +215,11 @@ async def openapi(request: Request) -> Response:
         service: DestinationService = state.service
         state.openapi = await run_in_threadpool(build_openapi, service.offered_types())
     return JSONResponse(state.openapi)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus' text format: this process's counters and histograms."""
+    return Response(await run_in_threadpool(_metrics.render), media_type=_metrics.CONTENT_TYPE)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -205,6 +242,12 @@ def create_app(
     verify_timeout: float = 30.0,
     max_body_bytes: int = 64 * 1024,
     verifications_per_minute: int | None = None,
+    body_timeout: float = 30.0,
+    verification_workers: int = 32,
+    verifications_per_account: int = 4,
+    metrics: bool = True,
+    file_root: str | os.PathLike[str] | None = None,
+    broker_url: str | None = None,
 ) -> Starlette:
     """The Destinations HTTP API as an ASGI app, its database migrated to the newest schema.
 
@@ -217,9 +260,18 @@ def create_app(
     ``DESTINATIONS_MAX_DESTINATIONS``, else 50). ``verifications_per_minute``: verification
     attempts allowed per account (a token bucket in this process: each replica counts its
     own; 0 turns the limit off; else ``DESTINATIONS_VERIFICATIONS_PER_MINUTE``, else 30); more
-    answer 429 with ``Retry-After``. The environment is read through
+    answer 429 with ``Retry-After``. ``body_timeout``: seconds a write body may take to
+    arrive (else 408). ``verification_workers``: threads that run verifications (apart from
+    the request threads); ``verifications_per_account``: how many of them one account may
+    hold at once (more answer 429 with ``Retry-After``). ``metrics``: serve Prometheus'
+    ``GET /metrics`` (when prometheus-client is installed). The environment is read through
     :func:`destinations._settings.settings`.
+
+    Refuses to start (:class:`~destinations.SecretsUnreadable`) when the database holds
+    secrets the configured keys do not decrypt, and (``ValueError``) with a key file that
+    is empty, corrupt or unreadable.
     """
+    serve_metrics = metrics and _metrics.available()
     env = settings()
     database_url = database_url or env.database_url
     if local_root is None:
@@ -243,12 +295,23 @@ def create_app(
             max_destinations=max_destinations,
             verify_timeout=verify_timeout,
             verifications_per_minute=verifications_per_minute,
+            verification_workers=verification_workers,
+            verifications_per_account=verifications_per_account,
         ),
+    )
+
+    # Delivery over HTTP (its own module): the file root (else DESTINATIONS_FILE_ROOT) and,
+    # with a broker (else DESTINATIONS_BROKER_URL), Celery instead of the in-process runner.
+    deliveries = build_deliveries(
+        service, database_url=database_url, file_root=file_root, broker_url=broker_url
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        deliveries.runner.start()  # resumes deliveries a stopped or killed server left
         yield
+        await run_in_threadpool(deliveries.runner.stop)
+        service.gate.close()
         engine.dispose()
 
     app = Starlette(
@@ -258,13 +321,17 @@ def create_app(
             Route("/destinations/{id}", get, methods=["GET"]),
             Route("/destinations/{id}", update, methods=["PUT"]),
             Route("/destinations/{id}", delete, methods=["DELETE"]),
+            *delivery_routes(),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *([Route("/metrics", metrics_endpoint, methods=["GET"])] if serve_metrics else []),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.deliveries = deliveries
     app.state.engine = engine
     app.state.max_body_bytes = max_body_bytes
+    app.state.body_timeout = body_timeout
     app.state.openapi = None
     return app

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["NOT_FOUND", "UNAUTHORIZED", "ApiError"]
+__all__ = ["MAX_REPORTED_ERRORS", "NOT_FOUND", "UNAUTHORIZED", "ApiError"]
+
+#: Fields one error response names at most; ``more_errors`` says how many were left out.
+MAX_REPORTED_ERRORS = 20
 
 NOT_FOUND = "Destination not found"
 UNAUTHORIZED = "Supplied api_key is not valid"
@@ -31,5 +34,16 @@ class ApiError(Exception):
 
     @classmethod
     def invalid(cls, errors: Mapping[str, str]) -> ApiError:
-        detail = "; ".join(f"{field}: {message}" for field, message in errors.items())
-        return cls(400, f"Invalid parameters: {detail}", errors=dict(errors))
+        """400 naming each field and what is wrong with it: the first
+        :data:`MAX_REPORTED_ERRORS` of them, and how many more there were."""
+        shown = dict(list(errors.items())[:MAX_REPORTED_ERRORS])
+        detail = "; ".join(f"{field}: {message}" for field, message in shown.items())
+        more = len(errors) - len(shown)
+        if more:
+            return cls(
+                400,
+                f"Invalid parameters: {detail}; and {more} more",
+                errors=shown,
+                more_errors=more,
+            )
+        return cls(400, f"Invalid parameters: {detail}", errors=shown)

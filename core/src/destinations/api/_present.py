@@ -39,8 +39,9 @@ class Presenter:
             self._field_sets[type_name] = cached
         return cached[1], cached[2]
 
-    def present(self, row: Mapping[Any, Any]) -> dict[str, Any]:
-        """A destination as the API shows it: never a secret, masked ids, UTC times.
+    def present(self, row: Mapping[Any, Any], account_id: int | None = None) -> dict[str, Any]:
+        """A destination as the API shows it: never a secret, masked ids, UTC times,
+        ``local_directory`` relative to the account's subtree of the local root.
         ``row``: the :data:`~destinations.persistence.PRESENTED_COLUMNS` by name."""
         type_name = row["type"]
         masked, secret = self._fields_of(type_name)
@@ -56,8 +57,8 @@ class Presenter:
                 continue
             if key in masked and isinstance(value, str):
                 value = _mask(value)
-            if key == LOCAL_DIRECTORY and root:
-                value = _relative_to(value, root)
+            if key == LOCAL_DIRECTORY and root and isinstance(value, str):
+                value = _shown_directory(value, root, account_id)
             out[key] = value
         out["created_at"] = _iso(row["created_at"])
         out["updated_at"] = _iso(row["updated_at"])
@@ -69,7 +70,20 @@ def _mask(value: str) -> str:
     return "****" + value[-4:] if len(value) > 4 else "****"
 
 
-def _relative_to(value: str, root: Path) -> str:
+def _shown_directory(value: str, root: Path, account_id: int | None) -> str:
+    """Relative to the account's subtree; a destination saved before accounts had subtrees
+    shows as ``../`` + its place in the shared root. Never an absolute server path."""
+    if account_id is not None:
+        mine = _relative_to(value, root / str(account_id))
+        if mine is not None:
+            return mine
+        shared = _relative_to(value, root)
+        return "." if shared is None else ("../" + shared if shared != "." else "..")
+    shown = _relative_to(value, root)
+    return "." if shown is None else shown
+
+
+def _relative_to(value: str, root: Path) -> str | None:
     # Plain string work: both sides are real, absolute paths (resolved when saved), and this
     # runs for every local row of every listing.
     base = str(root)
@@ -77,7 +91,7 @@ def _relative_to(value: str, root: Path) -> str:
         return "."
     if value.startswith(base.rstrip(os.sep) + os.sep):
         return value[len(base.rstrip(os.sep)) + 1 :]
-    return value
+    return None
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -7,16 +7,18 @@ It validates, verifies and refuses; the repository (:mod:`destinations.persisten
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
-import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from .. import (
     Destination,
@@ -29,20 +31,25 @@ from .. import (
     verify_then_commit,
 )
 from .._spec import COMMON_FIELDS
+from ..local import confined_to
 from ..persistence import (
     SORT_KEYS,
+    Claim,
     ConcurrentUpdate,
     DestinationNotFound,
     DestinationRepository,
     DestinationRow,
     LimitReached,
+    claim_idempotency_key,
+    finish_idempotency_key,
+    release_idempotency_key,
 )
 from ._errors import NOT_FOUND, UNAUTHORIZED, ApiError
 from ._keys import ApiKeys
-from ._limits import RateLimiter, check_lengths
-from ._present import LOCAL, LOCAL_DIRECTORY, Presenter
+from ._limits import RateLimiter, VerificationGate, check_lengths
+from ._present import LOCAL, Presenter
 
-__all__ = ["ApiError", "DestinationService", "Settings"]
+__all__ = ["ApiError", "DestinationService", "Pending", "Settings"]
 
 log = logging.getLogger("destinations.api")
 PAGE_SIZE = 10
@@ -58,8 +65,21 @@ class Settings:
     verify_timeout: float
     verifications_per_minute: int = 30
     #: Seconds a valid API key stays in the :class:`~destinations.api._keys.KeyCache` (0
-    #: turns the cache off).
+    #: turns the cache off); a revocation empties it within a second anyway.
     api_key_cache_ttl: float = 30.0
+    #: Threads that run verifications (never the request threads), and how many of them
+    #: one account may hold at once (more answer 429).
+    verification_workers: int = 32
+    verifications_per_account: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A create or update validated and ready to run: ``run()`` verifies (when
+    ``verifies``), commits and returns the destination as shown."""
+
+    verifies: bool
+    run: Callable[[], dict[str, Any]]
 
 
 class DestinationService:
@@ -67,6 +87,11 @@ class DestinationService:
         self.repository = repository
         self.settings = settings
         self.verifications = RateLimiter(settings.verifications_per_minute)
+        self.gate = VerificationGate(
+            settings.verification_workers,
+            settings.verifications_per_account,
+            retry_after=max(1, min(5, math.ceil(settings.verify_timeout))),
+        )
         self.api_keys = ApiKeys(repository.engine, settings.api_key_cache_ttl)
         self.presenter = Presenter(settings.local_root)
 
@@ -81,22 +106,71 @@ class DestinationService:
     # -- endpoints --------------------------------------------------------------------------
 
     def create(self, account_id: int, params: dict[str, Any]) -> dict[str, Any]:
+        """Create, verifying on this thread (for callers outside the HTTP app)."""
+        return self.prepare_create(account_id, params).run()
+
+    def prepare_create(self, account_id: int, params: dict[str, Any]) -> Pending:
         if "id" in params:
             raise ApiError.invalid({"id": "is assigned by the server; do not send it"})
         check_lengths(params)
-        params = self._resolve_local(params, params.get("type"))
-        new = self._parse(params)
+        with self._confined(account_id, params.get("type")):
+            new = self._parse(params)
         limit = self.settings.max_destinations
         with _limit_refusal():
             self.repository.check_limit(account_id, limit)
         verified = needs_verification(None, new)
+        if verified:
+            self._take_verification(account_id)
 
         def commit(dest: Destination) -> DestinationRow:
             with _limit_refusal():
                 return self.repository.insert(account_id, dest, verified=verified, limit=limit)
 
-        row = self._verify_then_commit(None, new, commit, account_id)
-        return self.presenter.present(self.repository.presented(row))
+        def run() -> dict[str, Any]:
+            row = self._verify_then_commit(None, new, commit)
+            return self.presenter.present(self.repository.presented(row), account_id)
+
+        return Pending(verified, run)
+
+    async def execute(self, account_id: int, pending: Pending) -> dict[str, Any]:
+        """Run ``pending``: a verification on the :class:`VerificationGate` (429 when the
+        account's share or the pool is full), anything else on a request thread."""
+        if pending.verifies:
+            return await self.gate.run(account_id, pending.run)
+        return await run_in_threadpool(pending.run)
+
+    # -- Idempotency-Key --------------------------------------------------------------------
+
+    @staticmethod
+    def request_hash(params: Mapping[str, Any]) -> str:
+        canonical = json.dumps(params, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def claim(self, account_id: int, key: str, params: Mapping[str, Any]) -> Claim:
+        """Claim ``key``: :class:`ApiError` 409 when it was used with another body or its
+        first request is still running; a ``replay`` claim carries the stored response."""
+        claim = claim_idempotency_key(
+            self.repository.engine, account_id, key, self.request_hash(params)
+        )
+        if claim.outcome == "mismatch":
+            raise ApiError(
+                409,
+                "Idempotency-Key was already used with a different request body in the last "
+                "24 hours; use a new key for a new request",
+            )
+        if claim.outcome == "in_progress":
+            raise ApiError(
+                409,
+                "A request with this Idempotency-Key is still being processed; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        return claim
+
+    def finish(self, account_id: int, key: str, status: int, body: bytes) -> None:
+        finish_idempotency_key(self.repository.engine, account_id, key, status, body.decode())
+
+    def release(self, account_id: int, key: str) -> None:
+        release_idempotency_key(self.repository.engine, account_id, key)
 
     def list(self, account_id: int, query: Mapping[str, str]) -> dict[str, Any]:
         errors: dict[str, str] = {}
@@ -133,18 +207,24 @@ class DestinationService:
             "current_page": page,
             "total_pages": max(math.ceil(total / PAGE_SIZE), 1),
             "total_results": total,
-            "destinations": [self.presenter.present(row) for row in rows],
+            "destinations": [self.presenter.present(row, account_id) for row in rows],
         }
 
     def get(self, account_id: int, destination_id: str) -> dict[str, Any]:
         row = self.repository.get_presented(account_id, destination_id)
         if row is None:
             raise ApiError(404, NOT_FOUND)
-        return self.presenter.present(row)
+        return self.presenter.present(row, account_id)
 
     def update(
         self, account_id: int, destination_id: str, changes: dict[str, Any]
     ) -> dict[str, Any]:
+        """Update, verifying on this thread (for callers outside the HTTP app)."""
+        return self.prepare_update(account_id, destination_id, changes).run()
+
+    def prepare_update(
+        self, account_id: int, destination_id: str, changes: dict[str, Any]
+    ) -> Pending:
         check_lengths(changes)
         # Another account's destination is "not found" too: ids reveal nothing.
         row = self.repository.find_row(destination_id, account_id)
@@ -154,20 +234,22 @@ class DestinationService:
             raise ApiError.invalid({"id": "cannot be changed"})
         changes.pop("id", None)
         stored = self.repository.stored_fields(row)
-        changes = self._resolve_local(changes, changes.get("type", row.type))
+        type_name = changes.get("type", row.type)
         old: Destination | None
-        try:
-            old = parse_destination(stored)
-        except InvalidDestination:
-            old = None  # e.g. its directory is gone; the update must then verify afresh
-        if old is not None:
-            new = self._guard(lambda: old.updated(changes))
-        else:
-            if str(changes.get("type", row.type)).strip().lower() != row.type:
-                stored = {k: v for k, v in stored.items() if k in COMMON_FIELDS}
-            new = self._parse({**stored, **changes})
-        self._check_local(new)
+        with self._confined(account_id, type_name if row.type != LOCAL else LOCAL):
+            try:
+                old = parse_destination(stored)
+            except InvalidDestination:
+                old = None  # e.g. its directory is gone; the update must then verify afresh
+            if old is not None:
+                new = self._guard(lambda: old.updated(changes))
+            else:
+                if str(type_name).strip().lower() != row.type:
+                    stored = {k: v for k, v in stored.items() if k in COMMON_FIELDS}
+                new = self._parse({**stored, **changes})
         verified = needs_verification(old, new)
+        if verified:
+            self._take_verification(account_id)
 
         def commit(dest: Destination) -> DestinationRow:
             try:
@@ -181,8 +263,11 @@ class DestinationService:
                     "being processed; nothing was saved. Fetch it again and retry.",
                 ) from exc
 
-        committed = self._verify_then_commit(old, new, commit, account_id)
-        return self.presenter.present(self.repository.presented(committed))
+        def run() -> dict[str, Any]:
+            committed = self._verify_then_commit(old, new, commit)
+            return self.presenter.present(self.repository.presented(committed), account_id)
+
+        return Pending(verified, run)
 
     def delete(self, account_id: int, destination_id: str) -> None:
         if not self.repository.delete(account_id, destination_id):
@@ -191,9 +276,7 @@ class DestinationService:
     # -- helpers ----------------------------------------------------------------------------
 
     def _parse(self, params: Mapping[str, Any]) -> Destination:
-        destination = self._guard(lambda: parse_destination(params))
-        self._check_local(destination)
-        return destination
+        return self._guard(lambda: parse_destination(params))
 
     def _guard(self, build: Any) -> Destination:
         try:
@@ -216,47 +299,41 @@ class DestinationService:
         offered = ", ".join(self.offered_types()) or "none"
         return f"type 'local' is not offered by this server; offered types: {offered}"
 
-    def _resolve_local(self, params: dict[str, Any], type_name: object) -> dict[str, Any]:
-        """A relative ``local_directory`` is relative to the operator's root."""
-        if str(type_name or "").strip().lower() != LOCAL:
-            return params
-        root = self.settings.local_root
-        if root is None:
-            raise ApiError.invalid({"type": self._not_offered()})
-        value = params.get(LOCAL_DIRECTORY)
-        if isinstance(value, str) and value.strip():
-            resolved = os.path.realpath(root / value.strip())  # absolute values replace root
-            return {**params, LOCAL_DIRECTORY: resolved}
-        return params
-
-    def _check_local(self, destination: Destination) -> None:
-        if destination.type != LOCAL:
-            return
+    def account_root(self, account_id: int) -> Path:
+        """The account's own subtree of the local root (``ROOT/<account id>``, created on
+        first use, mode 0700): its ``local`` destinations write only inside it, so two
+        accounts naming the same directory never share files."""
         root = self.settings.local_root
         assert root is not None
-        directory = Path(os.path.realpath(getattr(destination.settings, LOCAL_DIRECTORY)))
-        if not directory.is_relative_to(root):
-            raise ApiError.invalid(
-                {
-                    LOCAL_DIRECTORY: "must be a directory inside this server's local root "
-                    "(give a path relative to it)"
-                }
+        mine = root / str(account_id)
+        mine.mkdir(mode=0o700, exist_ok=True)
+        return mine
+
+    def _confined(self, account_id: int, type_name: object) -> AbstractContextManager[None]:
+        """Parse ``local`` destinations inside the account's subtree (relative values are
+        relative to it; anything outside it is refused with one message, whether or not it
+        exists)."""
+        if str(type_name or "").strip().lower() != LOCAL:
+            return nullcontext()
+        if self.settings.local_root is None:
+            raise ApiError.invalid({"type": self._not_offered()})
+        return confined_to(self.account_root(account_id))
+
+    def _take_verification(self, account_id: int) -> None:
+        wait = self.verifications.take(account_id)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                f"Too many verification attempts: at most "
+                f"{self.settings.verifications_per_minute} a minute per account; retry "
+                f"in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
             )
 
     def _verify_then_commit(
-        self, old: Destination | None, new: Destination, commit: Any, account_id: int
+        self, old: Destination | None, new: Destination, commit: Any
     ) -> DestinationRow:
-        if needs_verification(old, new):
-            wait = self.verifications.take(account_id)
-            if wait > 0:
-                retry_after = max(1, math.ceil(wait))
-                raise ApiError(
-                    429,
-                    f"Too many verification attempts: at most "
-                    f"{self.settings.verifications_per_minute} a minute per account; retry "
-                    f"in {retry_after} s",
-                    headers={"Retry-After": str(retry_after)},
-                )
         try:
             committed = verify_then_commit(old, new, commit, timeout=self.settings.verify_timeout)
         except VerificationFailed as exc:
@@ -272,6 +349,7 @@ class DestinationService:
             raise ApiError(401, UNAUTHORIZED) from exc
         row: DestinationRow = committed.value
         return row
+
 
 @contextmanager
 def _limit_refusal() -> Iterator[None]:

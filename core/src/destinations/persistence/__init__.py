@@ -17,7 +17,24 @@ Celery workers (:mod:`destinations.celery`) and the CLI (``--destination ID``); 
 from __future__ import annotations
 
 from .._settings import DEFAULT_DATABASE_URL, env_name
-from ._accounts import API_KEY_PREFIX, account_for_key_hash, create_account, hash_api_key
+from ._accounts import (
+    API_KEY_PREFIX,
+    KeyInfo,
+    account_for_key_hash,
+    create_account,
+    hash_api_key,
+    key_generation,
+    list_keys,
+    mark_used,
+    revoke_key,
+)
+from ._idempotency import (
+    IDEMPOTENCY_TTL,
+    Claim,
+    claim_idempotency_key,
+    finish_idempotency_key,
+    release_idempotency_key,
+)
 from ._repository import (
     PRESENTED_COLUMNS,
     SORT_KEYS,
@@ -32,7 +49,7 @@ from ._repository import (
     rotate_secrets,
 )
 from ._schema import MIGRATIONS, make_engine, upgrade
-from ._secrets import ENCRYPTION_KEYS_ENV, SecretBox, load_secret_box
+from ._secrets import ENCRYPTION_KEYS_ENV, SecretBox, check_readable, load_secret_box
 from ._statuses import (
     FINAL_STATUSES,
     StatusName,
@@ -40,7 +57,16 @@ from ._statuses import (
     read_delivery_statuses,
     record_status,
 )
-from ._tables import Account, Base, DeliveryStatusRow, DestinationRow, UTCDateTime, utcnow
+from ._tables import (
+    Account,
+    Base,
+    DeliveryStatusRow,
+    DestinationRow,
+    IdempotencyRow,
+    KeyGeneration,
+    UTCDateTime,
+    utcnow,
+)
 
 #: The environment variable of the database URL (read through destinations._settings).
 DATABASE_URL_ENV = env_name("database_url")
@@ -51,16 +77,21 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "ENCRYPTION_KEYS_ENV",
     "FINAL_STATUSES",
+    "IDEMPOTENCY_TTL",
     "MIGRATIONS",
     "PRESENTED_COLUMNS",
     "SORT_KEYS",
     "Account",
     "Base",
+    "Claim",
     "ConcurrentUpdate",
     "DeliveryStatusRow",
     "DestinationNotFound",
     "DestinationRepository",
     "DestinationRow",
+    "IdempotencyRow",
+    "KeyGeneration",
+    "KeyInfo",
     "LimitReached",
     "Page",
     "SecretBox",
@@ -68,15 +99,23 @@ __all__ = [
     "StoredStatus",
     "UTCDateTime",
     "account_for_key_hash",
+    "check_readable",
+    "claim_idempotency_key",
     "create_account",
     "enabled_flags",
+    "finish_idempotency_key",
     "hash_api_key",
+    "key_generation",
+    "list_keys",
     "load_destination",
     "load_secret_box",
     "make_engine",
+    "mark_used",
     "new_destination_id",
     "read_delivery_statuses",
     "record_status",
+    "release_idempotency_key",
+    "revoke_key",
     "rotate_secrets",
     "upgrade",
     "utcnow",

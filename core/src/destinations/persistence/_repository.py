@@ -252,9 +252,7 @@ class DestinationRepository:
             last_verified_at=utcnow() if verified else None,
         )
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            # Lock the account row so concurrent creates cannot both slip under the limit
-            # (PostgreSQL; SQLite serialises writers anyway).
-            session.scalar(select(Account.id).where(Account.id == account_id).with_for_update())
+            _lock_account(session, account_id)
             self._check_limit(session, account_id, limit)
             session.add(row)
         return row
@@ -319,6 +317,18 @@ class DestinationRepository:
         )
         if used >= limit:
             raise LimitReached(used, limit)
+
+
+def _lock_account(session: Session, account_id: int) -> None:
+    """Take the lock that makes "count, then insert" atomic against concurrent creates of
+    the same account: the account row's lock on PostgreSQL (``SELECT … FOR UPDATE``); on
+    SQLite, which ignores ``FOR UPDATE`` and whose driver starts a transaction only at the
+    first write, a no-op write to the account row as the transaction's first statement, so
+    the database's write lock is held before the count (other writers wait for it)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Account).where(Account.id == account_id).values(id=Account.id))
+    else:
+        session.scalar(select(Account.id).where(Account.id == account_id).with_for_update())
 
 
 def enabled_flags(engine: Engine, destination_ids: Iterable[str]) -> dict[str, tuple[bool, int]]:

@@ -26,6 +26,8 @@ __all__ = [
     "Base",
     "DeliveryStatusRow",
     "DestinationRow",
+    "IdempotencyRow",
+    "KeyGeneration",
     "UTCDateTime",
     "utcnow",
 ]
@@ -74,6 +76,39 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(255))
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: When a request last authenticated with the key (written at most once a minute per
+    #: process, so accurate to about a minute).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When the key was revoked (``destinations keys revoke``); a revoked key never
+    #: authenticates again.
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class KeyGeneration(Base):
+    """One row (id 1) whose ``generation`` goes up with every key revocation: every API
+    process compares it at most once a second and empties its key cache when it moved."""
+
+    __tablename__ = "key_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdempotencyRow(Base):
+    """The first response to a ``POST /destinations`` with an ``Idempotency-Key``: the same
+    key and body within 24 h get it again; the same key with another body is refused.
+    ``response`` is None while the first request is still being processed."""
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class DestinationRow(Base):
