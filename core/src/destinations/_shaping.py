@@ -102,6 +102,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK",
     "LOOKAHEAD",
+    "MAX_HEADER",
     "SUFFIXES",
     "Codec",
     "CompressedReader",
@@ -117,6 +118,8 @@ __all__ = [
 
 CHUNK: Final = 1024 * 1024
 LOOKAHEAD: Final = 8 * 1024 * 1024
+#: A CSV header is kept in memory to be repeated: one longer than this is refused.
+MAX_HEADER: Final = 8 * 1024 * 1024
 
 Codec = Literal["gzip", "zstd"]
 RecordFormat = Literal["jsonl", "csv"]
@@ -483,10 +486,8 @@ class _Splitter:
             count, end = self.ends(self.pos, len(self.buf), 1, 0)
             if count:
                 break
-            if len(self.buf) - self.pos > self.lookahead:
-                raise ValueError(
-                    f"the CSV header (first record) is longer than {self.lookahead} bytes"
-                )
+            if len(self.buf) - self.pos > MAX_HEADER:
+                raise ValueError(f"the CSV header (first record) is longer than {MAX_HEADER} bytes")
             if not self.fill():
                 end = len(self.buf)  # no line end: the whole file is its header
                 break
@@ -501,6 +502,8 @@ class _Splitter:
         if self.max_bytes is None:
             return not self.exhausted()
         budget = self.max_bytes - part.size
+        if budget <= 0:
+            return False
         while True:
             if self.exhausted():
                 return False
@@ -508,10 +511,10 @@ class _Splitter:
             stop = self.pos + min(budget, have)
             if self.ends(self.pos, stop, 1, 0)[0]:
                 return True  # its line end is within the budget
-            if have >= budget or have >= self.lookahead:
+            if have > budget or have > self.lookahead:
                 return False  # longer than what is left, or than we look ahead
             if not self.fill():
-                return True  # the final record, unterminated, shorter than the budget
+                return True  # the final record, unterminated, within the budget
 
     def take(self, part: Part, n: int) -> bytes | memoryview:
         while True:

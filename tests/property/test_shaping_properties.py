@@ -1,0 +1,263 @@
+"""Properties of delivery shaping: splitting at record boundaries and streaming compression.
+
+Every split is checked against an independent, byte-by-byte oracle (``_records``) that cuts
+the same bytes into records the obvious way; small chunk sizes, small look-aheads and odd
+read sizes put buffer edges everywhere a record can be.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import itertools
+import re
+import zlib
+from dataclasses import dataclass
+
+import zstandard
+from hypothesis import example, given, note, settings, strategies as st
+
+from destinations._shaping import (
+    CHUNK,
+    LOOKAHEAD,
+    CompressedReader,
+    RecordFormat,
+    compression_backends,
+    split_records,
+)
+from tests.strategies import csv_documents, jsonl_documents, record_bytes
+
+EXAMPLES = settings(max_examples=1000)
+
+max_records_s = st.one_of(st.none(), st.integers(1, 6))
+max_bytes_s = st.one_of(st.none(), st.integers(1, 120))
+chunk_sizes = st.one_of(st.integers(1, 48), st.just(CHUNK))
+lookaheads = st.one_of(st.integers(1, 48), st.just(LOOKAHEAD))
+#: How a consumer reads: fixed sizes in turn (a small one cuts records anywhere), -1 = all.
+read_plans = st.one_of(st.just([-1]), st.lists(st.integers(1, 40), min_size=1, max_size=4))
+
+
+def _records(data: bytes, fmt: RecordFormat) -> list[bytes]:
+    """The oracle: the records of ``data``, one by one (CSV: the header is the first)."""
+    if fmt == "jsonl":
+        return re.findall(rb"[^\n]*\n|[^\n]+\Z", data)
+    out, start, quoted = [], 0, False
+    for i, byte in enumerate(data):
+        if byte == ord('"'):
+            quoted = not quoted
+        elif byte == ord("\n") and not quoted:
+            out.append(data[start : i + 1])
+            start = i + 1
+    if start < len(data):
+        out.append(data[start:])
+    return out
+
+
+@dataclass
+class Got:
+    data: bytes
+    records: int
+    size: int
+    sha256: str
+    start: int
+    end: int | None
+
+
+def _split(
+    data: bytes,
+    fmt: RecordFormat,
+    *,
+    max_records: int | None = None,
+    max_bytes: int | None = None,
+    chunk: int = CHUNK,
+    lookahead: int = LOOKAHEAD,
+    plan: list[int] | None = None,
+) -> list[Got]:
+    parts = []
+    for part in split_records(
+        io.BytesIO(data),
+        fmt,
+        max_records=max_records,
+        max_bytes=max_bytes,
+        chunk_size=chunk,
+        lookahead=lookahead,
+    ):
+        pieces = []
+        for n in itertools.cycle(plan or [-1]):
+            piece = part.read(n)
+            if not piece:
+                break
+            pieces.append(piece)
+            if n < 0:
+                assert not part.read(1)
+                break
+        assert part.done
+        parts.append(
+            Got(b"".join(pieces), part.records, part.size, part.sha256, part.source_start,
+                part.source_end)
+        )  # fmt: skip
+    return parts
+
+
+def _check(
+    data: bytes,
+    fmt: RecordFormat,
+    max_records: int | None,
+    max_bytes: int | None,
+    chunk: int,
+    lookahead: int,
+    plan: list[int],
+) -> list[Got]:
+    parts = _split(
+        data, fmt, max_records=max_records, max_bytes=max_bytes, chunk=chunk,
+        lookahead=lookahead, plan=plan,
+    )  # fmt: skip
+    note(f"parts={[p.data for p in parts]!r}")
+    records = _records(data, fmt)
+    header = records.pop(0) if fmt == "csv" and records else b""
+    assert parts, "at least one part, always"
+    # Concatenation gives back the original; every part after the first repeats the header.
+    assert all(p.data.startswith(header) for p in parts)
+    assert parts[0].data + b"".join(p.data[len(header) :] for p in parts[1:]) == data
+    # Record counts add up, and each part holds exactly the records the oracle finds in it.
+    assert sum(p.records for p in parts) == len(records)
+    assert [p.records for p in parts] == [
+        max(len(_records(p.data, fmt)) - (fmt == "csv"), 0) for p in parts
+    ]
+    # Only the first part may be empty of records (an empty file, a header alone).
+    assert all(p.records >= 1 for p in parts[1:])
+    # The figures a part reports are the bytes it gave; its range re-reads it from the source.
+    for p in parts:
+        assert p.size == len(p.data)
+        assert p.sha256 == hashlib.sha256(p.data).hexdigest()
+        assert p.end is not None
+        assert header + data[p.start : p.end] == p.data
+    # No part exceeds a limit unless it is a single (oversize) record.
+    for p in parts:
+        if max_records is not None:
+            assert p.records <= max_records
+        if max_bytes is not None and p.records > 1:
+            assert p.size <= max_bytes
+    # Parts are as full as allowed: one ends early only when the next record would not fit,
+    # or is longer than the look-ahead.
+    done = 0
+    for p, q in itertools.pairwise(parts):
+        done += p.records
+        nxt = records[done]
+        assert nxt == q.data[len(header) :][: len(nxt)]
+        assert (
+            (max_records is not None and p.records == max_records)
+            or (max_bytes is not None and p.size + len(nxt) > max_bytes)
+            or len(nxt) > lookahead
+        ), f"part {parts.index(p) + 1} ended before {nxt!r} for no reason"
+    return parts
+
+
+@EXAMPLES
+@given(
+    jsonl_documents() | record_bytes, max_records_s, max_bytes_s, chunk_sizes, lookaheads,
+    read_plans,
+)  # fmt: skip
+@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1])  # empty file: one empty part
+@example(b"a\nb\nc", 2, None, 1, 1, [1])  # no final line end
+@example(b"aa\nbb\ncc\n", None, 6, 4, 8, [-1])  # two records exactly at the byte limit
+@example(b"aa\nbb\ncc\n", None, 5, 4, 8, [-1])  # one byte under: one record a part
+@example(b"aaaaaa\nb\n", None, 5, 2, 8, [3])  # a record over the limit is a part of its own
+@example(b"\n\n \n\r\n", 2, None, 3, 8, [-1])  # blank lines are records
+@example(b"a\r\nb\r\n", 1, None, CHUNK, LOOKAHEAD, [-1])  # CRLF stays in the record
+def test_jsonl_splits_back_to_the_original(data, max_records, max_bytes, chunk, lookahead, plan):
+    _check(data, "jsonl", max_records, max_bytes, chunk, lookahead, plan)
+
+
+@EXAMPLES
+@given(record_bytes, max_records_s, max_bytes_s, chunk_sizes, lookaheads, read_plans)
+@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1])  # empty file: one empty part
+@example(b"h1,h2\n", 1, 3, 1, 1, [-1])  # header only: one part holding it
+@example(b"h1,h2", 1, None, 2, 4, [1])  # header only, no line end
+@example(b"h\n1\n2", 1, None, 1, 1, [-1])  # no final line end
+@example(b'h\r\n"a\r\nb",1\r\n"c""d",2\r\n', 1, None, 3, 4, [2])  # quoted CRLF, escaped ""
+@example(b"h\nab\ncd\n", None, 8, 4, 8, [-1])  # header + two records: exactly at the limit
+@example(b"h\nab\ncd\n", None, 7, 4, 8, [-1])  # one byte over: one record a part
+@example(b'h\n"never closed\n1\n', 1, None, 4, 4, [-1])  # unclosed quote: one record to EOF
+def test_csv_splits_back_to_the_original(data, max_records, max_bytes, chunk, lookahead, plan):
+    _check(data, "csv", max_records, max_bytes, chunk, lookahead, plan)
+
+
+@EXAMPLES
+@given(csv_documents(), max_records_s, max_bytes_s, chunk_sizes, lookaheads, read_plans)
+@example((b"a,b\r\n", 0), 1, 10, CHUNK, LOOKAHEAD, [-1])  # header only
+@example((b'a\r\n"x\r\ny"\r\n"q""r"\r\n', 2), 1, None, 1, 1, [1])  # quoted CRLF, ""
+@example((b"a\n\n\n", 2), 1, None, CHUNK, LOOKAHEAD, [-1])  # blank rows are records
+def test_csv_records_are_what_the_csv_module_reads(
+    doc, max_records, max_bytes, chunk, lookahead, plan
+):
+    data, expected = doc
+    parts = _check(data, "csv", max_records, max_bytes, chunk, lookahead, plan)
+    assert sum(p.records for p in parts) == expected
+    # Every part is a CSV file of its own: the header, then whole rows.
+    import csv
+
+    header = next(csv.reader(io.StringIO(data.decode(), newline="")), None)
+    for p in parts:
+        rows = list(csv.reader(io.StringIO(p.data.decode("utf-8"), newline="")))
+        if header is not None:
+            assert rows[0] == header
+        assert len(rows) - (header is not None) == p.records
+
+
+def _decompress(codec: str, blob: bytes) -> bytes:
+    if codec == "gzip":
+        return gzip.decompress(blob)
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)) as reader:
+        return reader.read()
+
+
+CODECS = [("gzip", b) for b in compression_backends("gzip")] + [
+    ("zstd", b) for b in compression_backends("zstd")
+]
+
+
+@EXAMPLES
+@given(
+    st.one_of(st.binary(max_size=4000), jsonl_documents(), record_bytes),
+    st.sampled_from(CODECS),
+    st.one_of(st.integers(1, 64), st.just(CHUNK)),
+    read_plans,
+)
+@example(b"", ("gzip", "isal"), CHUNK, [-1])  # empty input is still a valid member / frame
+@example(b"", ("gzip", "zlib"), 1, [1])
+@example(b"", ("zstd", "zstandard"), CHUNK, [-1])
+@example(b"x" * 100_000, ("zstd", "zstandard"), 7, [3, 4096])
+def test_compression_round_trips(data, codec_backend, chunk, plan):
+    codec, backend = codec_backend
+    reader = CompressedReader(io.BytesIO(data), codec, backend=backend, chunk_size=chunk)
+    pieces = []
+    for n in itertools.cycle(plan):
+        piece = reader.read(n)
+        if not piece:
+            break
+        pieces.append(piece)
+        if n > 0:
+            assert len(piece) == n or not reader.read(1)  # never a short read before the end
+    blob = b"".join(pieces)
+    assert reader.done
+    assert _decompress(codec, blob) == data
+    assert reader.bytes_in == len(data)
+    assert reader.size == len(blob)
+    assert reader.sha256 == hashlib.sha256(blob).hexdigest()
+    if codec == "gzip":
+        assert zlib.decompress(blob, 16 + 15) == data  # one member, nothing after it
+
+
+@EXAMPLES
+@given(jsonl_documents(), st.integers(1, 4), st.sampled_from(CODECS))
+def test_split_then_compressed_parts_decompress_to_each_part(data, max_records, codec_backend):
+    codec, backend = codec_backend
+    plain = _split(data, "jsonl", max_records=max_records)
+    rebuilt = []
+    for part in split_records(io.BytesIO(data), "jsonl", max_records=max_records, digest=False):
+        reader = CompressedReader(part, codec, backend=backend, chunk_size=16)
+        rebuilt.append(_decompress(codec, reader.read()))
+        assert reader.bytes_in == part.size
+    assert rebuilt == [p.data for p in plain]
