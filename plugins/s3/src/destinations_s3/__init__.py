@@ -48,19 +48,56 @@ def __getattr__(name: str) -> Any:
 
 
 def open_s3(fields: S3Fields, options: StoreOptions) -> S3ProtocolStore:
-    from ._store import S3ProtocolStore
+    from ._options import upload_options
+    from ._store import Labels, S3ProtocolStore
 
+    secret = fields.s3_secret_access_key
+    if fields.s3_role_arn is None:
+        return S3ProtocolStore(
+            bucket=fields.s3_bucket_name,
+            access_key_id=fields.s3_access_key_id,
+            secret_access_key=secret,
+            endpoint_url=None,  # boto3 then honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+            region=DEFAULT_AWS_REGION,
+            options=options,
+            upload=upload_options(fields),
+        )
+    from destinations._settings import settings
+
+    from ._assume import role_credentials
+
+    credentials = role_credentials(
+        role_arn=fields.s3_role_arn,
+        external_id=fields.s3_external_id,
+        access_key_id=fields.s3_access_key_id,
+        secret_access_key=None if secret is None else secret.get_secret_value(),
+        bucket=fields.s3_bucket_name,
+        path_prefix=fields.s3_path_prefix,
+        options=options,
+        allow_default_credentials=settings().allow_default_credentials,
+    )
     return S3ProtocolStore(
         bucket=fields.s3_bucket_name,
-        access_key_id=fields.s3_access_key_id,
-        secret_access_key=fields.s3_secret_access_key,
-        endpoint_url=None,  # boto3 then honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL
+        access_key_id=None,
+        secret_access_key=None,
+        endpoint_url=None,
         region=DEFAULT_AWS_REGION,
         options=options,
+        upload=upload_options(fields),
+        credentials=credentials,
+        role_arn=fields.s3_role_arn,
+        labels=Labels(permissions=_ROLE_PERMISSIONS),
     )
 
 
+_ROLE_PERMISSIONS = (
+    "s3:PutObject and s3:DeleteObject (plus s3:AbortMultipartUpload) in the policy of the "
+    "role in s3_role_arn"
+)
+
+
 def open_s3compatible(fields: S3CompatibleFields, options: StoreOptions) -> S3ProtocolStore:
+    from ._options import upload_options
     from ._store import Labels, S3ProtocolStore
 
     return S3ProtocolStore(
@@ -68,6 +105,7 @@ def open_s3compatible(fields: S3CompatibleFields, options: StoreOptions) -> S3Pr
         access_key_id=fields.s3_access_key_id,
         secret_access_key=fields.s3_secret_access_key,
         endpoint_url=fields.s3_endpoint,
+        upload=upload_options(fields),
         region=fields.s3_region,
         options=options,
         addressing_style="path",

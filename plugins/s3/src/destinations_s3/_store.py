@@ -23,6 +23,7 @@ from boto3.s3.transfer import (
 )
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from destinations.plugin import (
@@ -41,7 +42,9 @@ from destinations.plugin import (
     upload_progress,
 )
 
+from ._assume import sts_error
 from ._guard import guard_client
+from ._options import UploadOptions
 
 __all__ = ["AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"]
 
@@ -108,6 +111,7 @@ class Labels:
 
 _session_lock = threading.Lock()
 _session: Any = None
+_loader: Any = None  # the shared session's service model loader (its models stay loaded)
 
 
 def _boto3_session() -> Any:
@@ -118,7 +122,7 @@ def _boto3_session() -> Any:
     type. Shared so the S3 service model is loaded once, not per store. Call it with
     ``_session_lock`` held.
     """
-    global _session
+    global _session, _loader
     if _session is None:
         core = botocore.session.Session(
             session_vars={
@@ -127,8 +131,51 @@ def _boto3_session() -> Any:
                 "credentials_file": (None, None, os.devnull, None),
             }
         )
+        _loader = core.get_component("data_loader")
         _session = boto3.session.Session(botocore_session=core)
     return _session
+
+
+def _session_with(credentials: Credentials) -> Any:
+    """A boto3 session whose clients sign with ``credentials`` (a botocore ``Credentials``,
+    e.g. the refreshable ones of an assumed role), sharing the process session's loaded
+    service models. Call it with ``_session_lock`` held."""
+    _boto3_session()
+    core = botocore.session.Session(
+        session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }
+    )
+    core.register_component("data_loader", _loader)
+    core.register_component(
+        "credential_provider", CredentialResolver([_GivenCredentials(credentials)])
+    )
+    return boto3.session.Session(botocore_session=core)
+
+
+class _GivenCredentials(CredentialProvider):  # type: ignore[misc]
+    """A credential provider that returns the credentials it was given."""
+
+    METHOD = "destinations"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+def _header_adder(headers: Mapping[str, str]) -> Any:
+    """A ``before-sign`` handler adding ``headers`` to the request (so they are signed)."""
+
+    def add(request: Any, **_: Any) -> None:
+        for name, value in headers.items():
+            request.headers[name] = value
+
+    return add
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,20 +204,31 @@ class S3ProtocolStore(Store):
     ``checksums="when_required"`` turns off the default CRC checksums that many S3-compatible
     services reject. Puts below ``options.multipart_threshold`` with a known size are one
     ``PutObject``; larger or unsized ones use boto3's managed multipart transfer.
+
+    ``credentials``: a botocore ``Credentials`` object (e.g. the refreshable ones of an
+    assumed role, :func:`destinations_s3._assume.role_credentials`) to sign with instead of
+    ``access_key_id``/``secret_access_key`` (then pass ``None`` for both); ``role_arn``
+    names the role in the messages of STS refusals. ``upload``: the
+    :class:`~destinations_s3._options.UploadOptions` every put sends (encryption, ACL,
+    storage class as boto3 ``ExtraArgs``; ``raw_headers`` added to ``PutObject`` and
+    ``CreateMultipartUpload`` before signing), the verification probe included.
     """
 
     def __init__(
         self,
         *,
         bucket: str,
-        access_key_id: str,
-        secret_access_key: str | SecretStr,
+        access_key_id: str | None,
+        secret_access_key: str | SecretStr | None,
         endpoint_url: str | None,
         region: str,
         options: StoreOptions,
         addressing_style: AddressingStyle = "auto",
         checksums: ChecksumMode = "when_supported",
         labels: Labels | None = None,
+        credentials: Credentials | None = None,
+        upload: UploadOptions | None = None,
+        role_arn: str | None = None,
     ) -> None:
         if isinstance(secret_access_key, SecretStr):
             secret_access_key = secret_access_key.get_secret_value()
@@ -178,6 +236,8 @@ class S3ProtocolStore(Store):
         self.region = region
         self.options = options
         self.labels = labels or Labels()
+        self.upload = upload or UploadOptions()
+        self._role_arn = role_arn
         config = Config(
             connect_timeout=options.timeout,
             read_timeout=options.timeout,
@@ -188,21 +248,31 @@ class S3ProtocolStore(Store):
             response_checksum_validation=checksums,
         )
         with _session_lock:  # boto3/botocore sessions are not thread-safe; clients are
-            self._client = _boto3_session().client(
-                "s3",
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                aws_session_token=None,
-                region_name=region,
-                endpoint_url=endpoint_url,
-                config=config,
-            )
+            if credentials is not None:
+                self._client = _session_with(credentials).client(
+                    "s3", region_name=region, endpoint_url=endpoint_url, config=config
+                )
+            else:
+                self._client = _boto3_session().client(
+                    "s3",
+                    aws_access_key_id=access_key_id,
+                    aws_secret_access_key=secret_access_key,
+                    aws_session_token=None,
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                    config=config,
+                )
         guard_client(self._client, self.labels.endpoint or f"the {self.labels.provider} endpoint")
         self.endpoint: str = self._client.meta.endpoint_url
         events = self._client.meta.events
         events.register("before-endpoint-resolution.s3", self._apply_region_hint)
         events.register("after-call.s3", self._learn_region)
         events.register("before-call.s3", self._one_region_lookup)
+        raw_headers = dict(self.upload.raw_headers or {})
+        if raw_headers:
+            add = _header_adder(raw_headers)
+            for operation in ("PutObject", "CreateMultipartUpload"):
+                events.register(f"before-sign.s3.{operation}", add)
         self._local = threading.local()
         self._transfer_config = TransferConfig(
             multipart_threshold=options.multipart_threshold,
@@ -232,6 +302,7 @@ class S3ProtocolStore(Store):
             extra["ContentEncoding"] = content_encoding
         if metadata:
             extra["Metadata"] = dict(metadata)
+        extra.update(self.upload.extra_args())  # the same on the probe and on deliveries
         fileobj: str | Any
         try:
             if size is not None and size < self.options.multipart_threshold:
@@ -335,6 +406,8 @@ class S3ProtocolStore(Store):
         code = _error_code(exc)
         raw_status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         status = raw_status if isinstance(raw_status, int) else None
+        if exc.operation_name == "AssumeRole":  # the credentials' refresh, not the bucket
+            return sts_error(role_arn=self._role_arn or "?", status=status, code=code)
         bucket = self.bucket
         if code in _CREDENTIAL_CODES:
             return StoreError(
