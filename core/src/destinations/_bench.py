@@ -7,24 +7,27 @@ storage requests the framework made per cycle (``VerificationReport.requests``).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
 
 from ._cli_common import (
     database_url_option,
+    deprecated_alias,
+    destination_option,
     fail_verification,
     load_stored,
+    output_option,
     param_option,
     parse_or_exit,
+    spec_option,
+    write_output,
 )
 from ._errors import VerificationFailed
 from ._records import Destination
@@ -194,7 +197,7 @@ def _destination(
 ) -> Destination:
     if destination_id is not None:
         if params or spec_file is not None:
-            raise click.UsageError("give --destination ID or --param/--spec, not both")
+            raise click.UsageError("give --destination ID or -p/--spec, not both")
         return load_stored((destination_id,), database_url)[0]
     if not params and spec_file is None:
         raise click.UsageError(
@@ -205,9 +208,11 @@ def _destination(
 
 @bench.command("verify")
 @param_option
-@click.option("--spec", "spec_file", metavar="FILE", help="Destination fields as JSON (- = stdin).")
-@click.option("--destination", "destination_id", metavar="ID", help="A stored destination's id.")
+@spec_option
+@destination_option(multiple=False)
 @database_url_option
+@output_option
+@deprecated_alias("--json", "--output", "json")
 @click.option(
     "-n",
     "--cycles",
@@ -223,28 +228,26 @@ def _destination(
     type=click.IntRange(min=1),
     help="Cycles running at once (threads).",
 )
-@click.option(
-    "--json",
-    "json_out",
-    metavar="FILE",
-    help="Also write the results as JSON (- = stdout, instead of the table).",
-)
 @click.option("--timeout", default=30.0, show_default=True, help="Deadline per cycle, seconds.")
 def verify_command(
     params: tuple[str, ...],
     spec_file: str | None,
-    destination_id: str | None,
+    destination_ids: str | None,
     database_url: str | None,
+    output: str | None,
+    json_deprecated: str | None,
     cycles: int,
     concurrency: int,
-    json_out: str | None,
     timeout: float,
 ) -> None:
     """Run N verification cycles (probe put + delete) and print p50/p95/p99/max per step.
 
     Exit 0 when every cycle verified, 1 when one failed (the run stops there), 2 on bad input.
     """
-    destination = _destination(params, spec_file, destination_id, database_url)
+    if output is not None and json_deprecated is not None:
+        raise click.UsageError("give --output FILE (--json FILE is its deprecated name), not both")
+    json_out = output if output is not None else json_deprecated
+    destination = _destination(params, spec_file, destination_ids, database_url)
     show_bar = sys.stderr.isatty()
     bar = (
         click.progressbar(length=cycles, label=f"verifying {destination.type}", file=sys.stderr)
@@ -267,10 +270,8 @@ def verify_command(
             )
     except VerificationFailed as exc:
         fail_verification(exc)
-    data = json.dumps(result.to_json(), indent=2)
     if json_out == "-":
-        click.echo(data)
+        write_output(json_out, result.to_json())
         return
     click.echo(result.table())
-    if json_out is not None:
-        Path(json_out).write_text(data + "\n")
+    write_output(json_out, result.to_json())

@@ -37,16 +37,20 @@ What :func:`deliver` guarantees (DESIGN.md "Delivery"):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
+from . import _metrics
 from ._errors import ErrorCode, StoreError
 from ._manifest import ManifestEntry, manifest_body
 from ._plugins import PluginHooks, host
@@ -63,9 +67,17 @@ from ._records import (
     Step,
 )
 from ._retry import RetryPolicy, call_with_retries, is_transient
-from ._sources import PathFile, Prepared, ProgressReader, SharedStream, prepare
-from ._store import MiB, Source, Store, StoreOptions
-from ._template import object_key, sanitize_segment
+from ._shaping import (
+    SUFFIXES,
+    Codec,
+    CompressedReader,
+    RecordFormat,
+    record_format,
+    split_records,
+)
+from ._sources import CHUNK, PathFile, Prepared, ProgressReader, SharedStream, prepare
+from ._store import MiB, Source, Store, StoreOptions, open_source
+from ._template import FileNameTemplate, join_key, object_key, sanitize_segment
 from ._verify import open_store
 
 __all__ = ["ProgressHandler", "deliver"]
@@ -132,14 +144,18 @@ class _Run:
         self.delivery = delivery
         self.destination = destination
         self.prefix = ""
-        self.keys: list[str] = []
+        #: Per file: its key, or None when it is split (part keys are made as parts come).
+        self.keys: list[str | None] = []
+        #: Per file: how it is shaped for this destination.
+        self.shapes: list[_Shape] = []
         self.manifest_key: str | None = None
         self.lock = threading.Lock()
         self.open_lock = threading.Lock()
         self.store: Store | None = None
         self.opened = False
         self.error: DeliveryError | None = None
-        self.written: list[bool] = []
+        #: Per file: the objects written for it (one, or one per part), in order.
+        self.written: list[list[_Object]] = []
         self.remaining = 0
         self.not_attempted = 0
         self.bytes = 0
@@ -211,14 +227,7 @@ class _Delivery:
     def put(self, run: _Run, store: Store, key: str, prepared: Prepared) -> None:
         """Put one object, retrying transient failures per the policy."""
         attempts = self.retry.attempts if prepared.rewindable else 1
-        file = prepared.file
-        # content_encoding and metadata only when set, so a store written for the first
-        # contract (put(key, source, *, size, content_type)) still takes plain files.
-        put_options: dict[str, Any] = {"content_type": file.content_type}
-        if file.content_encoding is not None:
-            put_options["content_encoding"] = file.content_encoding
-        if file.metadata is not None:
-            put_options["metadata"] = file.metadata
+        options = _put_options(prepared.file)
 
         def attempt(number: int) -> None:
             source = prepared.attempt()
@@ -226,27 +235,24 @@ class _Delivery:
             upload: Source = source
             if meter is not None and not run.destination.destination_type.reports_progress:
                 upload = ProgressReader.of(source, meter)
+            started = time.perf_counter()
+            ok = False
             try:
                 with reporting_progress(meter) if meter is not None else nullcontext():
-                    store.put(key, upload, size=prepared.size, **put_options)
+                    store.put(key, upload, size=prepared.size, **options)
+                ok = True
             finally:
+                _metrics.observe_upload(run.destination.type, time.perf_counter() - started, ok=ok)
                 if upload is not source:
                     cast(BinaryIO, upload).close()
             prepared.succeeded(source)
             if meter is not None:
                 meter.done(prepared.size)
 
-        def on_retry(exc: BaseException, number: int, wait: float) -> None:
-            code, message, provider_code = _describe(exc, run.destination)
-            provider = f", {provider_code}" if provider_code else ""
-            run.note(
-                f"put {key!r} failed ({code}{provider}): {message}; attempt "
-                f"{number} of {attempts} in {wait:.2f} s",
-                logging.WARNING,
-            )
-
         try:
-            call_with_retries(attempt, self.retry, attempts=attempts, on_retry=on_retry)
+            call_with_retries(
+                attempt, self.retry, attempts=attempts, on_retry=self._on_retry(run, key)
+            )
         except Exception as exc:
             if not prepared.rewindable and is_transient(exc):
                 run.note(
@@ -277,23 +283,38 @@ class _Delivery:
                     run.not_attempted += 1
                 return
             prepared = self.files[index]
-            key = run.keys[index]
+            shape = run.shapes[index]
             try:
-                self.put(run, store, key, prepared)
-            except Exception as exc:
-                run.fail("put", exc, key=key)
+                if shape.split is not None:
+                    objects = self.put_parts(run, store, prepared, shape)
+                elif shape.codec is not None:
+                    key = run.keys[index]
+                    assert key is not None
+                    objects = [self.put_compressed(run, store, key, prepared, shape.codec)]
+                else:
+                    key = run.keys[index]
+                    assert key is not None
+                    self.put(run, store, key, prepared)
+                    objects = [_Object(key, prepared.size or 0, prepared.file.name)]
+                    if run.destination.manifest and isinstance(prepared, PathFile):
+                        prepared.sha256()  # while the file is likely still in the page cache
+                    self.delivered(run, objects[0])
+            except _PartFailed as failed:
+                with run.lock:
+                    run.written[index] = failed.written
+                    run.bytes += sum(o.size for o in failed.written)
+                run.fail("put", failed.error, key=failed.key)
                 return
-            size = prepared.size or 0
+            except Exception as exc:
+                run.fail("put", exc, key=run.keys[index])
+                return
             with run.lock:
-                run.written[index] = True
-                run.bytes += size
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("destination %r: put %r (%d bytes)", run.destination.name, key, size)
-            if run.destination.manifest and isinstance(prepared, PathFile):
-                prepared.sha256()  # while the file is likely still in the page cache
-            self.hooks.file_delivered(
-                result_set=self.result_set, destination=run.destination, key=key, size=size
-            )
+                run.written[index] = objects
+                run.bytes += sum(o.size for o in objects)
+            if shape.split is not None:
+                parts = len(objects)
+                records = sum(o.records or 0 for o in objects)
+                run.note(f"split {prepared.file.name!r} into {parts} part(s), {records} record(s)")
         finally:
             with run.lock:
                 run.remaining -= 1
@@ -301,9 +322,136 @@ class _Delivery:
             if last:
                 self.finish(run)
 
+    def delivered(self, run: _Run, obj: _Object) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("destination %r: put %r (%d bytes)", run.destination.name, obj.key, obj.size)
+        self.hooks.file_delivered(
+            result_set=self.result_set, destination=run.destination, key=obj.key, size=obj.size
+        )
+
+    def put_compressed(
+        self, run: _Run, store: Store, key: str, prepared: Prepared, codec: Codec
+    ) -> _Object:
+        """Compress ``prepared`` on the way to ``store`` (unsized upload; every attempt
+        compresses again from the start). Progress counts the file's own bytes read."""
+        file = prepared.file
+        attempts = self.retry.attempts if prepared.rewindable else 1
+        done: list[CompressedReader] = []
+
+        def attempt(number: int) -> None:
+            meter = self._meter(run, key, prepared, number)
+            with open_source(prepared.attempt()) as raw:
+                counted = raw if meter is None else ProgressReader(raw, meter)
+                reader = CompressedReader(counted, codec)
+                started = time.perf_counter()
+                ok = False
+                try:
+                    with reporting_progress(None):  # the store counts compressed bytes
+                        store.put(key, cast(BinaryIO, reader), size=None, **_put_options(file))
+                    ok = True
+                finally:
+                    _metrics.observe_upload(
+                        run.destination.type, time.perf_counter() - started, ok=ok
+                    )
+            if meter is not None:
+                meter.done(prepared.size)
+            done.append(reader)
+
+        call_with_retries(attempt, self.retry, attempts=attempts, on_retry=self._on_retry(run, key))
+        reader = done[-1]
+        obj = _Object(key, reader.size, file.name, sha256=reader.sha256, compression=codec)
+        self.delivered(run, obj)
+        return obj
+
+    def put_parts(
+        self, run: _Run, store: Store, prepared: Prepared, shape: _Shape
+    ) -> list[_Object]:
+        """Split ``prepared`` at record boundaries; each part (compressed if asked) is spooled
+        to an anonymous temporary file on disk, then put with retries like any file, so a
+        failed part is sent again alone and memory stays flat."""
+        file = prepared.file
+        dest = run.destination
+        assert shape.split is not None
+        written: list[_Object] = []
+        key = None
+        try:
+            with open_source(prepared.attempt()) as raw:
+                parts = split_records(
+                    raw,
+                    shape.split,
+                    max_records=dest.max_file_records,
+                    max_bytes=dest.max_file_bytes,
+                )
+                for part in parts:
+                    key = self.part_key(run, file.name, part.number, shape.codec)
+                    body: io.RawIOBase = (
+                        part if shape.codec is None else CompressedReader(part, shape.codec)
+                    )
+                    spool = tempfile.TemporaryFile(prefix="destinations-part-")  # noqa: SIM115
+                    digest = hashlib.sha256()
+                    try:
+                        while chunk := body.read(CHUNK):
+                            spool.write(chunk)
+                            digest.update(chunk)
+                        size = spool.tell()
+                        piece = ResultFile(
+                            file.name,
+                            stream=cast(BinaryIO, spool),
+                            content_type=file.content_type,
+                            metadata=file.metadata,
+                        )
+                        shared = SharedStream(piece, spool, 0, size, owned=True)
+                        self.put(run, store, key, shared)
+                    finally:
+                        spool.close()
+                    obj = _Object(
+                        key,
+                        size,
+                        file.name,
+                        sha256=digest.hexdigest(),
+                        records=part.records,
+                        part=part.number,
+                        compression=shape.codec,
+                    )
+                    written.append(obj)
+                    self.delivered(run, obj)
+        except Exception as exc:
+            raise _PartFailed(exc, key, written) from exc
+        return written
+
+    def part_key(self, run: _Run, file_name: str, number: int, codec: Codec | None) -> str:
+        rs = self.result_set
+        template = run.destination.name_template
+        if not template.uses_part:
+            template = _SPLIT_NAMES
+        name = template.expand_name(
+            file_name,
+            part=number,
+            collection_id=rs.collection_id,
+            collection_name=rs.collection_name,
+            result_set_id=rs.result_set_id,
+            now=self.now,
+        )
+        return join_key(run.prefix, name + (SUFFIXES[codec] if codec else ""))
+
+    def _on_retry(self, run: _Run, key: str) -> Callable[[BaseException, int, float], None]:
+        attempts = self.retry.attempts
+
+        def on_retry(exc: BaseException, number: int, wait: float) -> None:
+            code, message, provider_code = _describe(exc, run.destination)
+            _metrics.observe_retry(run.destination.type, code)
+            provider = f", {provider_code}" if provider_code else ""
+            run.note(
+                f"put {key!r} failed ({code}{provider}): {message}; attempt "
+                f"{number} of {attempts} in {wait:.2f} s",
+                logging.WARNING,
+            )
+
+        return on_retry
+
     def finish(self, run: _Run) -> None:
         """Write the manifest (if wanted and earned), close the store, report."""
-        keys = [k for k, ok in zip(run.keys, run.written, strict=True) if ok]
+        keys = [o.key for objects in run.written for o in objects]
         if run.not_attempted:
             run.note(f"{run.not_attempted} file(s) not attempted after the failure")
         manifest_written = None
@@ -327,7 +475,10 @@ class _Delivery:
                 )
         seconds = time.perf_counter() - run.started
         if run.error is None:
-            run.note(f"delivered {len(run.keys)} file(s), {run.bytes} bytes in {seconds:.2f} s")
+            run.note(
+                f"delivered {len(run.keys)} file(s) as {len(keys)} object(s), {run.bytes} bytes "
+                f"in {seconds:.2f} s"
+            )
         with run.lock:
             run.status = DestinationStatus(
                 destination=run.destination,
@@ -345,8 +496,18 @@ class _Delivery:
         rs = self.result_set
         try:
             entries = [
-                ManifestEntry(k, p.size, p.sha256(), p.file.content_type)
-                for k, p in zip(run.keys, self.files, strict=True)
+                ManifestEntry(
+                    o.key,
+                    o.size,
+                    o.sha256 if o.sha256 is not None else p.sha256(),
+                    p.file.content_type,
+                    source=o.source,
+                    records=o.records,
+                    part=o.part,
+                    compression=o.compression,
+                )
+                for objects, p in zip(run.written, self.files, strict=True)
+                for o in objects
             ]
         except Exception as exc:
             run.fail("manifest", exc, key=key)
@@ -464,8 +625,9 @@ def deliver(
 
 
 def _plan(delivery: _Delivery, destination: Destination) -> _Run:
-    """Expand the prefix and every key up front; a key that cannot be built fails the
-    destination before any upload."""
+    """Expand the prefix and every key up front (a split file's first and last possible
+    part keys are checked); a key that cannot be built fails the destination before any
+    upload."""
     rs = delivery.result_set
     run = _Run(delivery, destination)
     try:
@@ -475,13 +637,105 @@ def _plan(delivery: _Delivery, destination: Destination) -> _Run:
             result_set_id=rs.result_set_id,
             now=delivery.now,
         )
-        run.keys = [object_key(run.prefix, f.name) for f in rs.files]
+        for prepared in delivery.files:
+            shape = _shape(run, prepared.file)
+            run.shapes.append(shape)
+            if shape.split is not None:
+                for number in (1, 99_999):
+                    delivery.part_key(run, prepared.file.name, number, shape.codec)
+                run.keys.append(None)
+                continue
+            name = destination.name_template.expand_name(
+                prepared.file.name,
+                collection_id=rs.collection_id,
+                collection_name=rs.collection_name,
+                result_set_id=rs.result_set_id,
+                now=delivery.now,
+            )
+            run.keys.append(join_key(run.prefix, name + _suffix(shape.codec)))
         if destination.manifest:
             run.manifest_key = object_key(run.prefix, rs.manifest_name)
     except StoreError as exc:
         run.fail("key", exc)
         delivery.finish(run)
         return run
-    run.written = [False] * len(run.keys)
+    run.written = [[] for _ in run.keys]
     run.remaining = len(run.keys)
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How one file is written to one destination: compressed with ``codec`` and/or split
+    as ``split`` records (None: as it is)."""
+
+    codec: Codec | None = None
+    split: RecordFormat | None = None
+
+
+_AS_IS = _Shape()
+#: How parts are named when the destination's file-name template has no %PART%.
+_SPLIT_NAMES = FileNameTemplate("%FILE_NAME%-%PART%%FILE_EXT%")
+
+
+def _shape(run: _Run, file: ResultFile) -> _Shape:
+    dest = run.destination
+    codec: Codec | None = None if dest.compression == "none" else dest.compression
+    if codec is not None and file.content_encoding not in (None, "identity"):
+        run.note(
+            f"{file.name!r} is not compressed again: it already has content encoding "
+            f"{file.content_encoding!r}"
+        )
+        codec = None
+    split: RecordFormat | None = None
+    if dest.splits:
+        split = record_format(file.name, file.content_type, file.content_encoding)
+        if split is None:
+            run.note(
+                f"{file.name!r} is not split: only JSON Lines (.jsonl, .ndjson) and CSV "
+                "files are split at record boundaries"
+            )
+    if codec is None and split is None:
+        return _AS_IS
+    return _Shape(codec, split)
+
+
+def _suffix(codec: Codec | None) -> str:
+    return SUFFIXES[codec] if codec is not None else ""
+
+
+def _put_options(file: ResultFile) -> dict[str, Any]:
+    """``put``'s keywords for ``file``: content_encoding and metadata only when set, so a
+    store written for the first contract (``put(key, source, *, size, content_type)``)
+    still takes plain files."""
+    options: dict[str, Any] = {"content_type": file.content_type}
+    if file.content_encoding is not None:
+        options["content_encoding"] = file.content_encoding
+    if file.metadata is not None:
+        options["metadata"] = file.metadata
+    return options
+
+
+@dataclass(frozen=True, slots=True)
+class _Object:
+    """One object written: its key and stored size, the result file it came from, and —
+    when delivery shaped it — the sha256 of the stored bytes, its records, part and
+    compression."""
+
+    key: str
+    size: int
+    source: str
+    sha256: str | None = None
+    records: int | None = None
+    part: int | None = None
+    compression: str | None = None
+
+
+class _PartFailed(Exception):
+    """A split file failed at a part; the parts before it were written."""
+
+    def __init__(self, error: BaseException, key: str | None, written: list[_Object]) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+        self.key = key
+        self.written = written

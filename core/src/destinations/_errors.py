@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from typing import Final, Literal, Self
 
 __all__ = [
+    "BUILTIN_DISTRIBUTIONS",
     "CODES",
     "DestinationsError",
     "EndpointNotAllowed",
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownType",
     "VerificationFailed",
     "exception_chain",
+    "install_hint",
     "transient_status",
 ]
 
@@ -96,18 +98,54 @@ class InvalidTemplate(InvalidDestination):
 
 
 class UnknownType(InvalidDestination):
-    """No installed plugin provides the requested destination type."""
+    """No installed plugin provides the requested destination type.
+
+    The message (``errors["type"]``) is for whoever sent the destination, an HTTP API
+    customer included: it names the installed types and nothing about installing. What the
+    *operator* can install is :attr:`install_hint` (``pip install destinations-s3``), from
+    :func:`install_hint`: shown by the CLI and logged by the API, never sent to a customer.
+    """
 
     def __init__(self, name: str, available: list[str]) -> None:
         self.type_name = name
         known = ", ".join(available) or "none"
-        super().__init__(
-            {
-                "type": f"unknown destination type {name!r}; installed types: {known} "
-                f"(a plugin providing it may need installing, e.g. `pip install "
-                f"destinations-{name}`)"
-            }
-        )
+        super().__init__({"type": f"unknown destination type {name!r}; installed types: {known}"})
+
+    @property
+    def install_hint(self) -> str | None:
+        return install_hint(self.type_name)
+
+
+#: The distributions of the built-in types (this repository's plugins): type -> distribution.
+BUILTIN_DISTRIBUTIONS: Final[Mapping[str, str]] = {
+    "local": "destinations",
+    "s3": "destinations-s3",
+    "s3compatible": "destinations-s3",
+    "gcs": "destinations-gcs",
+    "azure": "destinations-azure",
+    "oss": "destinations-oss",
+    "sftp": "destinations-sftp",
+}
+
+
+def install_hint(type_name: object, distribution: str | None = None) -> str | None:
+    """What an operator runs to get type ``type_name``, for the operator's log and CLI only.
+
+    ``distribution`` is the one installed entry-point metadata names (from
+    ``destinations._plugins.host().distribution_of``: a broken install), else a built-in
+    type's (:data:`BUILTIN_DISTRIBUTIONS`); for any other name there is no hint, because a
+    guessed distribution name may not exist, or may be someone else's.
+    """
+    if not isinstance(type_name, str) or not type_name.strip():
+        return None
+    name = type_name.strip().lower()
+    dist = distribution or BUILTIN_DISTRIBUTIONS.get(name)
+    if dist is None:
+        return None
+    return (
+        f"type {name!r} is provided by the distribution {dist}: pip install {dist} "
+        "(then restart the server or worker: installed types are read at start)"
+    )
 
 
 class PluginLoadError(DestinationsError, ImportError):

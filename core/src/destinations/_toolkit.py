@@ -371,13 +371,9 @@ def _check_secret(value: SecretStr, info: ValidationInfo) -> SecretStr:
     if len(secret) > SECRET_MAX:
         raise InvalidDestination({field: f"must be at most {SECRET_MAX} characters long"})
     if " " in secret:
-        # Secrets often hold "+", which an unencoded form body turns into a space.
-        raise InvalidDestination(
-            {
-                field: "must not contain spaces (a '+' sent unencoded in a form body arrives "
-                "as a space: encode it as %2B, e.g. with curl --data-urlencode)"
-            }
-        )
+        # Secrets often hold "+", which an unencoded form body turns into a space; the HTTP
+        # API adds that hint to this message for form bodies only (a JSON body keeps "+").
+        raise InvalidDestination({field: "must not contain spaces"})
     if not secret.isascii() or not secret.isprintable():
         raise InvalidDestination(
             {field: "must be printable ASCII characters (no line breaks or tabs)"}
@@ -411,7 +407,7 @@ AccessKeyId = Annotated[
 ]
 
 #: A secret (key, HMAC secret): surrounding whitespace stripped, 1-1024 printable ASCII
-#: characters without spaces (the error explains a '+' that arrived as a space). Never
+#: characters without spaces (the API explains a '+' that arrived as a space). Never
 #: echoed in an error.
 Secret = Annotated[
     SecretStr,

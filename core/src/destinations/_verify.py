@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from . import _metrics
 from ._errors import StoreError, VerificationFailed
 from ._records import Destination
 from ._store import Store, StoreOptions
@@ -105,6 +106,27 @@ def verify(
     the report carries a warning naming where the probe was left. The whole call is bounded
     by ``timeout`` seconds.
     """
+    try:
+        report = _verify(destination, timeout, options)
+    except VerificationFailed as exc:
+        _metrics.observe_verification(destination.type, code=exc.code)
+        raise
+    _metrics.observe_verification(
+        destination.type,
+        code=None,
+        steps={
+            "connect": report.open_seconds,
+            "put": report.put_seconds,
+            "delete": report.delete_seconds,
+            "total": report.total_seconds,
+        },
+    )
+    return report
+
+
+def _verify(
+    destination: Destination, timeout: float, options: StoreOptions | None
+) -> VerificationReport:
     probe_key = probe_key_for(destination)
     if options is None:
         options = StoreOptions(timeout=timeout, retries=0)

@@ -25,7 +25,20 @@ _database_url = click.option(
 )
 
 
-@click.command()
+GUARD_HELP = """Run the Destinations HTTP API.
+
+\b
+The endpoint guard: every endpoint a customer gives (s3_endpoint, gcs_endpoint,
+azure_endpoint, oss_endpoint, sftp_host) is resolved and refused when it is loopback,
+private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, a cloud metadata address
+(169.254.169.254) or plain http: otherwise a customer could make this server reach its
+own network (SSRF). For local emulators in development only, set
+DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS=1 (serve then says so at start); never in
+production. Installing a plugin into a running server needs a restart.
+"""
+
+
+@click.command(help=GUARD_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @_database_url
@@ -56,6 +69,12 @@ _database_url = click.option(
 @click.option("--verifications-per-account", default=4, show_default=True,
               type=click.IntRange(min=1),
               help="Verifications one account may run at once; more answer 429.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, envvar="DESTINATIONS_LOG_FORMAT",
+              help="json: one JSON object per line with request_id and account_id, for log "
+                   "pipelines (env DESTINATIONS_LOG_FORMAT).")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="Serve Prometheus metrics at GET /metrics (needs prometheus-client).")
 def serve(
     host: str,
     port: int,
@@ -68,19 +87,25 @@ def serve(
     limit_concurrency: int,
     verification_workers: int,
     verifications_per_account: int,
+    log_format: str,
+    metrics: bool,
 ) -> None:
-    """Run the Destinations HTTP API."""
     import uvicorn
 
     from .. import SecretsUnreadable
+    from .._settings import settings
     from ._app import create_app
     from ._timeouts import header_timeout_protocol
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    log_config = _configure_logs(log_format)
     api_log = logging.getLogger("destinations.api")
-    api_log.addHandler(handler)
-    api_log.setLevel(logging.INFO)
+    if settings().allow_private_endpoints:
+        api_log.warning(
+            "DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS is on: THE ENDPOINT GUARD IS OFF. Customers "
+            "can make this server connect to loopback, private and metadata addresses and "
+            "plain http. For local emulators in development only; never in production."
+        )
+    _log_missing_types(api_log)
 
     root = Path(local_root)
     if not root.is_dir():
@@ -93,6 +118,7 @@ def serve(
             body_timeout=body_timeout,
             verification_workers=verification_workers,
             verifications_per_account=verifications_per_account,
+            metrics=metrics,
         )
     except (ValueError, SecretsUnreadable) as exc:
         raise click.ClickException(f"not starting: {exc}") from exc
@@ -101,12 +127,48 @@ def serve(
         app,
         host=host,
         port=port,
-        log_config=_log_config(),
+        log_config=log_config,
         http=header_timeout_protocol(header_timeout),
         timeout_keep_alive=timeout_keep_alive,
         h11_max_incomplete_event_size=max_header_bytes,
         limit_concurrency=limit_concurrency,
     )
+
+
+def _configure_logs(log_format: str) -> dict[str, Any]:
+    """Set up this process's log lines; the uvicorn ``log_config`` to match."""
+    if log_format == "json":
+        from .._logging import configure_json_logging, uvicorn_json_log_config
+
+        configure_json_logging()
+        config = uvicorn_json_log_config()
+        config["filters"] = {"redact_api_key": {"()": RedactApiKey}}
+        config["handlers"]["default"]["filters"] = ["redact_api_key"]
+        return config
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    api_log = logging.getLogger("destinations.api")
+    api_log.addHandler(handler)
+    api_log.setLevel(logging.INFO)
+    return _log_config()
+
+
+def _log_missing_types(log: logging.Logger) -> None:
+    """Tell the operator (never an API customer) which built-in types are not installed."""
+    from .. import available_types
+    from .._errors import BUILTIN_DISTRIBUTIONS
+
+    installed = set(available_types())
+    log.info("destination types offered: %s", ", ".join(sorted(installed)) or "none")
+    missing: dict[str, list[str]] = {}
+    for name, dist in BUILTIN_DISTRIBUTIONS.items():
+        if name not in installed:
+            missing.setdefault(dist, []).append(name)
+    for dist, names in missing.items():
+        log.info(
+            "types %s are not installed: pip install %s, then restart this server",
+            ", ".join(names), dist,
+        )
 
 
 def redact_api_keys(text: str) -> str:
@@ -155,14 +217,59 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True, help="A name for the account the key belongs to.")
+@click.option("--allow-duplicate", is_flag=True,
+              help="Create another account even if one with this name exists.")
+@click.option("--exist-ok", is_flag=True,
+              help="When an account with this name exists, say so and exit 0 without "
+                   "creating one (for set-up scripts run more than once).")
 @_database_url
-def create_key(name: str, database_url: str) -> None:
-    """Create an account and print its API key (once; only a hash is stored)."""
+def create_key(name: str, allow_duplicate: bool, exist_ok: bool, database_url: str) -> None:
+    """Create an account and print its API key (once; only a hash is stored).
+
+    The key is printed alone on the last line of stdout (the rest goes to stderr), so
+    KEY=$(destinations keys create --name NAME) captures it. A name that already exists is
+    refused (exit 1) unless --allow-duplicate (create another) or --exist-ok (exit 0).
+    """
     from . import create_api_key
 
+    existing = _accounts_named(name, database_url)
+    if existing and not allow_duplicate:
+        message = (
+            f"an account named {name!r} already exists ({existing} of them); its key was "
+            "printed when it was created and cannot be shown again (destinations keys list "
+            "shows the accounts). Use --allow-duplicate to create another one."
+        )
+        if exist_ok:
+            click.echo(message, err=True)
+            return
+        raise click.ClickException(message)
     api_key = create_api_key(name, database_url=database_url)
-    click.echo(f"Created account {name!r}. Its API key is shown only this once:")
+    click.echo(f"Created account {name!r}. Its API key, shown only this once, is the next "
+               "line:", err=True)
     click.echo(api_key)
+
+
+def _accounts_named(name: str, database_url: str) -> int:
+    """How many accounts are called ``name`` (0 for a database not created yet)."""
+    from sqlalchemy import func, inspect, select
+    from sqlalchemy.engine import make_url
+
+    from ..persistence import Account, make_engine
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        return 0  # connecting would create the file (0644, before the 0600 one is made)
+    engine = make_engine(database_url, create_file=False)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(Account.__tablename__):
+                return 0
+            count = connection.execute(
+                select(func.count()).select_from(Account).where(Account.name == name)
+            ).scalar()
+    finally:
+        engine.dispose()
+    return int(count or 0)
 
 
 @keys.command("rotate-encryption")
