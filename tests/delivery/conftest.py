@@ -210,3 +210,81 @@ SECRETS = (AZURITE_ACCOUNT_KEY, OSS_SECRET)
 def no_secret_in(text: str, *extra: str) -> None:
     for secret in (*SECRETS, *extra):
         assert secret not in text
+
+
+# -- every type at once -----------------------------------------------------------------------
+
+Target = tuple[Destination, Callable[[str], bytes]]
+
+
+@pytest.fixture
+def every_type(
+    tmp_path: Path,
+    moto_server: MotoHandle,
+    moto_bucket: str,
+    moto_raw: Any,
+    azurite: Azurite,
+    azure_container: str,
+    oss_double: OssDouble,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., list[Target]]:
+    """``make(**common)``: one destination of every built-in type on its real server (s3 and
+    gcs HMAC on moto, s3compatible on moto, azure on azurite, oss on the double, local), each
+    with ``common`` fields applied, and a reader of its objects through the raw SDK."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint)  # how type s3 finds moto
+    s3_read = s3_reader(moto_raw, moto_bucket)
+
+    def make(**common: Any) -> list[Target]:
+        run = uuid.uuid4().hex[:6]
+        local_dir = tmp_path / f"local-{run}"
+        return [
+            (local_destination(local_dir, **common), local_reader(local_dir)),
+            (
+                azure_destination(azurite, azure_container, **common),
+                azure_reader(azurite, azure_container),
+            ),
+            (oss_destination(oss_double, **common), oss_reader(oss_double)),
+            (
+                s3compatible(
+                    moto_server,
+                    moto_bucket,
+                    moto_server.endpoint,
+                    s3_path_prefix=f"compat-{run}/" + TEMPLATE,
+                    **common,
+                ),
+                s3_read,
+            ),
+            (
+                parse_destination(
+                    {
+                        "name": "s3 on moto",
+                        "enabled": True,
+                        "type": "s3",
+                        "s3_access_key_id": moto_server.access_key_id,
+                        "s3_secret_access_key": moto_server.secret_access_key,
+                        "s3_bucket_name": moto_bucket,
+                        "s3_path_prefix": f"aws-{run}/" + TEMPLATE,
+                        **common,
+                    }
+                ),
+                s3_read,
+            ),
+            (
+                parse_destination(
+                    {
+                        "name": "gcs (hmac) on moto",
+                        "enabled": True,
+                        "type": "gcs",
+                        "gcs_access_key": moto_server.access_key_id,
+                        "gcs_secret_key": moto_server.secret_access_key,
+                        "gcs_bucket_name": moto_bucket,
+                        "gcs_endpoint": moto_server.endpoint,
+                        "gcs_path_prefix": f"gcs-{run}/" + TEMPLATE,
+                        **common,
+                    }
+                ),
+                s3_read,
+            ),
+        ]
+
+    return make

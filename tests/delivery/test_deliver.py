@@ -8,7 +8,7 @@ import io
 import itertools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,6 @@ import destinations
 from destinations import (
     DeliveryProgress,
     DeliveryReport,
-    Destination,
     DestinationStatus,
     ResultFile,
     ResultSet,
@@ -33,22 +32,18 @@ from destinations import (
 from destinations.plugin import MiB, open_source
 from tests.delivery.conftest import (
     OPTIONS,
-    TEMPLATE,
     Payload,
+    Target,
     azure_destination,
-    azure_reader,
     local_destination,
     local_reader,
     make_payload,
     no_secret_in,
-    oss_destination,
-    oss_reader,
     s3_reader,
     s3compatible,
 )
 from tests.delivery.faulty_proxy import FaultyProxy
 from tests.emulators.fixtures import MotoHandle
-from tests.emulators.oss_double import OssDouble
 from tests.emulators.servers import Azurite, CountingProxy
 
 FAST_RETRY = RetryPolicy(attempts=10, initial=0.02, maximum=0.2, deadline=30)
@@ -92,58 +87,12 @@ def check_progress(
 
 
 def test_a_result_set_reaches_every_type_at_once(
-    tmp_path: Path,
     payload: Payload,
-    moto_server: MotoHandle,
-    moto_bucket: str,
+    every_type: Callable[..., list[Target]],
     moto_raw: Any,
-    azurite: Azurite,
-    azure_container: str,
-    oss_double: OssDouble,
-    monkeypatch: pytest.MonkeyPatch,
+    moto_bucket: str,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint)  # how type s3 finds moto
-    s3_read = s3_reader(moto_raw, moto_bucket)
-    targets: list[tuple[Destination, Any]] = [
-        (local_destination(tmp_path / "local"), local_reader(tmp_path / "local")),
-        (azure_destination(azurite, azure_container), azure_reader(azurite, azure_container)),
-        (oss_destination(oss_double), oss_reader(oss_double)),
-        (
-            s3compatible(
-                moto_server, moto_bucket, moto_server.endpoint, s3_path_prefix="compat/" + TEMPLATE
-            ),
-            s3_read,
-        ),
-        (
-            destinations.parse_destination(
-                {
-                    "name": "s3 on moto",
-                    "enabled": True,
-                    "type": "s3",
-                    "s3_access_key_id": moto_server.access_key_id,
-                    "s3_secret_access_key": moto_server.secret_access_key,
-                    "s3_bucket_name": moto_bucket,
-                    "s3_path_prefix": "aws/" + TEMPLATE,
-                }
-            ),
-            s3_read,
-        ),
-        (
-            destinations.parse_destination(
-                {
-                    "name": "gcs (hmac) on moto",
-                    "enabled": True,
-                    "type": "gcs",
-                    "gcs_access_key": moto_server.access_key_id,
-                    "gcs_secret_key": moto_server.secret_access_key,
-                    "gcs_bucket_name": moto_bucket,
-                    "gcs_endpoint": moto_server.endpoint,
-                    "gcs_path_prefix": "gcs/" + TEMPLATE,
-                }
-            ),
-            s3_read,
-        ),
-    ]
+    targets = every_type()
     events: list[DeliveryProgress] = []
     report = deliver(
         payload.result_set, [d for d, _ in targets], options=OPTIONS, on_progress=events.append

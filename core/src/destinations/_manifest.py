@@ -1,8 +1,10 @@
 """The manifest: ``manifest-<result_set_id>.json``, written last, listing what arrived.
 
 Opt-in per destination (``manifest=true``). Written strictly after every file's put has
-returned, and only when every file of the destination succeeded; it lists each object's key,
-size, sha256 and content type.
+returned, and only when every file of the destination succeeded; it lists every object
+actually written: its key, stored size, the sha256 of the stored bytes, content type, the
+result file it came from (``source``), and — when delivery shaped it — its ``compression``
+and, for a part of a split file, its ``part`` number and ``records``.
 """
 
 from __future__ import annotations
@@ -26,14 +28,25 @@ class ManifestEntry:
     size: int | None
     sha256: str
     content_type: str | None
+    source: str | None = None
+    records: int | None = None
+    part: int | None = None
+    compression: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "key": self.key,
             "size": self.size,
             "sha256": self.sha256,
             "content_type": self.content_type,
+            "source": self.source,
         }
+        if self.compression is not None:
+            out["compression"] = self.compression
+        if self.part is not None:
+            out["part"] = self.part
+            out["records"] = self.records
+        return out
 
 
 def manifest_body(result_set: ResultSet, now: datetime, entries: Sequence[ManifestEntry]) -> bytes:

@@ -33,6 +33,7 @@ __all__ = [
     "FileNameTemplate",
     "PathTemplate",
     "expand_prefix",
+    "join_key",
     "object_key",
     "sanitize_segment",
 ]
@@ -118,6 +119,14 @@ def object_key(prefix: str, file_name: str) -> str:
     UTF-8 bytes.
     """
     name = sanitize_segment(file_name)
+    key = f"{prefix}/{name}" if prefix else name
+    _check_length(key)
+    return key
+
+
+def join_key(prefix: str, name: str) -> str:
+    """``prefix + "/" + name`` for a ``name`` whose segments are already safe (a file-name
+    template's expansion). Raises :class:`ObjectKeyTooLong` over 1024 UTF-8 bytes."""
     key = f"{prefix}/{name}" if prefix else name
     _check_length(key)
     return key
