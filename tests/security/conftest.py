@@ -106,7 +106,11 @@ def destinations_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
-def start_server(db_url: str, env: dict[str, str], log: Path, root: Path) -> Server:
+def start_server(
+    db_url: str, env: dict[str, str], log: Path, root: Path, *extra_args: str
+) -> Server:
+    """Start `destinations serve` (``extra_args`` after the usual options) and wait until it
+    answers; RuntimeError with the log's tail if it exits first."""
     port = free_port()
     out = log.open("ab")
     process = subprocess.Popen(
@@ -123,6 +127,7 @@ def start_server(db_url: str, env: dict[str, str], log: Path, root: Path) -> Ser
             db_url,
             "--local-root",
             str(root),
+            *extra_args,
         ],
         env=env,
         stdout=out,
@@ -154,8 +159,8 @@ def server_env(keys: list[str] | None = None) -> dict[str, str]:
     return env
 
 
-def create_key(db_url: str, env: dict[str, str]) -> str:
-    done = destinations_cli("keys", "create", "--name", "t", "--database-url", db_url, env=env)
+def create_key(db_url: str, env: dict[str, str], name: str = "t") -> str:
+    done = destinations_cli("keys", "create", "--name", name, "--database-url", db_url, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[-1]
 

@@ -4,8 +4,9 @@ next one): a client that connects and sends nothing, or part of a request line o
 headers, is dropped after ``header_timeout`` seconds.
 
 This subclasses :class:`uvicorn.protocols.http.h11_impl.H11Protocol` and reads its
-``cycle``, ``transport`` and ``loop`` attributes and ``RequestResponseCycle.
-response_complete``; uvicorn is capped below its next minor version in pyproject.toml, and
+``cycle``, ``transport`` and ``loop`` attributes, overrides its ``connection_made``,
+``data_received``, ``on_response_complete`` and ``connection_lost``, and reads
+``RequestResponseCycle.response_complete``; uvicorn is capped below its next minor version in pyproject.toml, and
 tests/security/test_request_limits.py checks that those attributes still exist.
 """
 
@@ -57,6 +58,13 @@ class HeaderTimeoutProtocol(H11Protocol):
         super().data_received(data)
         if self._header_timer is not None and self.cycle is not self._waiting_since_cycle:
             self._disarm()  # the headers arrived: the request runs (the app times its body)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._idle() and not self.transport.is_closing():
+            # Bytes of a next request may already wait in the parser (pipelined): they are
+            # not "received" again, so time them from here.
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
