@@ -6,8 +6,8 @@ headers, is dropped after ``header_timeout`` seconds.
 This subclasses :class:`uvicorn.protocols.http.h11_impl.H11Protocol` and reads its
 ``cycle``, ``transport`` and ``loop`` attributes, overrides its ``connection_made``,
 ``data_received``, ``on_response_complete`` and ``connection_lost``, and reads
-``RequestResponseCycle.response_complete``; uvicorn is capped below its next minor version in pyproject.toml, and
-tests/security/test_request_limits.py checks that those attributes still exist.
+``RequestResponseCycle.response_complete``; uvicorn is capped below its next minor version
+in pyproject.toml, and tests/security/test_round2_served.py checks that they still exist.
 """
 
 from __future__ import annotations
