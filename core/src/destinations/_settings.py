@@ -98,6 +98,27 @@ class Settings(BaseSettings):
     max_destinations: int = Field(default=50, ge=0)
     #: Verification attempts per account per minute, per process (0 turns the limit off).
     verifications_per_minute: int = Field(default=30, ge=0)
+    #: Delivery over HTTP (``POST /deliveries``): the only directory tree ``{name, path}``
+    #: files may be read from (unset: only https URLs are accepted).
+    file_root: Path | None = None
+    #: Files one delivery may name, and their total bytes (paths and fetched URLs).
+    max_delivery_files: int = Field(default=100, ge=1)
+    max_delivery_bytes: int = Field(default=10 * 1024**3, ge=1)
+    #: One file URL: most bytes fetched, and seconds for the whole fetch.
+    max_fetch_bytes: int = Field(default=5 * 1024**3, ge=1)
+    fetch_timeout: float = Field(default=300.0, gt=0)
+    #: Deliveries run at once by one ``serve`` process, and uploads in flight in each.
+    delivery_workers: int = Field(default=2, ge=1)
+    delivery_concurrency: int = Field(default=8, ge=1)
+    #: Seconds a claimed delivery stays claimed without a heartbeat (its runner renews the
+    #: claim every third of it): how long a delivery of a killed server waits to be resumed.
+    delivery_lease_seconds: float = Field(default=60.0, gt=0)
+    #: Completion webhooks: seconds per attempt, the first retry's wait, the longest wait,
+    #: and how long after the first attempt retries stop.
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_retry_initial: float = Field(default=10.0, ge=0)
+    webhook_retry_max_wait: float = Field(default=600.0, ge=0)
+    webhook_retry_window: float = Field(default=3600.0, ge=0)
 
     def encryption_keys_text(self) -> str | None:
         return None if self.encryption_keys is None else self.encryption_keys.get_secret_value()

@@ -170,7 +170,7 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
         destinations={"type": "array", "items": {"$ref": "#/components/schemas/Destination"}},
     )
     deleted = _envelope()
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Destinations API", "version": "1"},
         "paths": {
@@ -231,3 +231,10 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
         },
         "components": {"schemas": components},
     }
+    # Delivery over HTTP, verification without saving, webhooks (api/_deliveries.py).
+    from ._deliveries import delivery_openapi
+
+    paths, schemas = delivery_openapi()
+    document["paths"].update(paths)
+    components.update(schemas)
+    return document

@@ -207,10 +207,18 @@ def _transient(error: DeliveryError | None) -> bool:
 
 
 def deliver_to_destination(
-    task: Any, result_set: Mapping[str, Any], destination_id: str, account_id: int | None = None
+    task: Any,
+    result_set: Mapping[str, Any],
+    destination_id: str,
+    account_id: int | None = None,
+    delivery_id: str | None = None,
 ) -> str:
     """The task body: deliver ``result_set`` (a :class:`ResultSetRef` message) to the stored
     destination ``destination_id``; returns the final status (or raises ``Retry``).
+
+    ``delivery_id``: the task belongs to a delivery accepted by ``POST /deliveries``; its
+    per-destination row there is kept too, and the task that finishes the last destination
+    makes the delivery final (its completion webhook is then sent by the API servers).
 
     Core's in-process retry is set to one attempt: Celery is the one retry layer, so a
     transient failure frees the worker during the backoff and survives a worker restart.
@@ -222,6 +230,8 @@ def deliver_to_destination(
     max_retries = task.max_retries
 
     def record(status: StatusName, log: list[dict[str, str]], **extra: Any) -> None:
+        if delivery_id is not None:
+            _record_delivery(engine, delivery_id, destination_id, status, log, **extra)
         record_status(
             engine,
             result_set_id=ref.result_set_id,
@@ -276,6 +286,26 @@ def deliver_to_destination(
         _retry(task, ctx, record, log_entries, **outcome)
     record(status.status, log_entries, **outcome)
     return status.status
+
+
+def _record_delivery(
+    engine: Engine,
+    delivery_id: str,
+    destination_id: str,
+    status: StatusName,
+    log: list[dict[str, str]],
+    *,
+    started: bool = False,
+    **outcome: Any,
+) -> None:
+    from ..persistence import DeliveryStore
+
+    store = DeliveryStore(engine)
+    store.record_target(
+        delivery_id, destination_id, status, log, append_log=False, started=started, **outcome
+    )
+    if status in ("success", "failed", "skipped"):
+        store.finish_if_complete(delivery_id, None)
 
 
 def _retry(task: Any, ctx: _Context, record: Any, log: list[dict[str, str]], **extra: Any) -> None:

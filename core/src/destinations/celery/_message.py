@@ -16,10 +16,7 @@ every retry or redelivery of one) expands the same keys.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,12 +25,10 @@ from pathlib import Path
 from typing import Any, final
 from urllib.parse import urlsplit
 
-from .._errors import transient_status
+from .._errors import StoreError
 from .._records import ResultFile, ResultSet, guess_content_type
 
 __all__ = ["FileRef", "ReferenceUnavailable", "ResultSetRef"]
-
-_CHUNK = 1024 * 1024
 
 
 class ReferenceUnavailable(Exception):
@@ -186,17 +181,13 @@ def _checked_path(ref: FileRef, shared_root: Path | None) -> str:
 
 
 def _fetch(url: str, path: str, timeout: float, name: str) -> None:
-    """Stream ``url`` into ``path`` in chunks (never whole in memory)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "destinations-worker"})
+    """Stream ``url`` into ``path`` in chunks (never whole in memory), through the endpoint
+    guard (https only, no private address unless the operator allows it), bounded by the
+    ``DESTINATIONS_MAX_FETCH_BYTES`` setting and ``timeout`` seconds in all."""
+    from .._fetch import fetch_to_file
+    from .._settings import settings
+
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(path, "wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
-    except urllib.error.HTTPError as exc:
-        transient = transient_status(exc.code)
-        raise ReferenceUnavailable(
-            f"file {name!r}: fetching its url answered HTTP {exc.code}", transient=transient
-        ) from exc
-    except (urllib.error.URLError, OSError) as exc:  # refused, reset, timeout, DNS
-        raise ReferenceUnavailable(
-            f"file {name!r}: fetching its url failed ({type(exc).__name__})", transient=True
-        ) from exc
+        fetch_to_file(url, path, name=name, max_bytes=settings().max_fetch_bytes, timeout=timeout)
+    except StoreError as exc:
+        raise ReferenceUnavailable(exc.message, transient=exc.transient) from exc

@@ -12,6 +12,8 @@ Celery workers (:mod:`destinations.celery`) and the CLI (``--destination ID``); 
 * :class:`DestinationRepository`: the one row ↔ destination conversion, and every statement
   on the destinations table; :func:`load_destination` for operator tools.
 * Delivery statuses: :func:`record_status`, :func:`read_delivery_statuses`.
+* Deliveries over HTTP (``POST /deliveries``), their claims, per-destination statuses and
+  completion webhooks: :class:`DeliveryStore`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from ._accounts import (
     list_keys,
     mark_used,
     revoke_key,
+)
+from ._deliveries import (
+    DeliveryStore,
+    StoredDelivery,
+    StoredTarget,
+    WebhookEndpoint,
 )
 from ._idempotency import (
     IDEMPOTENCY_TTL,
@@ -86,6 +94,7 @@ __all__ = [
     "Claim",
     "ConcurrentUpdate",
     "DeliveryStatusRow",
+    "DeliveryStore",
     "DestinationNotFound",
     "DestinationRepository",
     "DestinationRow",
@@ -96,8 +105,11 @@ __all__ = [
     "Page",
     "SecretBox",
     "StatusName",
+    "StoredDelivery",
     "StoredStatus",
+    "StoredTarget",
     "UTCDateTime",
+    "WebhookEndpoint",
     "account_for_key_hash",
     "check_readable",
     "claim_idempotency_key",
