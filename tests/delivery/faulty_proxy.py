@@ -10,6 +10,10 @@ seed) and then:
 * ``slow``: forwards it, then waits ``delay`` seconds before relaying the answer;
 * otherwise forwards it as is.
 
+``error_when(method, path, query)`` (optional) answers ``error`` for exactly the requests it
+returns true for, instead of drawing. ``bytes_in`` counts request body bytes (by
+Content-Length) of every request, faulted or not: the bytes a client put on the wire.
+
 ``faults`` counts what was injected; ``requests`` records every request as the counting
 proxy does (status ``503`` for errors, ``0`` for drops).
 """
@@ -21,6 +25,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -51,7 +56,9 @@ class _FaultyHandler(_ProxyHandler):
     server: _FaultyServer
 
     def _proxy(self) -> None:
-        fault = self.server.draw()
+        split_url = urlsplit(self.path)
+        self.server.count_bytes(int(self.headers.get("Content-Length") or 0))
+        fault = self.server.draw(self.command, split_url.path, split_url.query)
         if fault in ("error", "drop"):
             split = urlsplit(self.path)
             self._relay_request_body(_Sink())  # type: ignore[arg-type]
@@ -90,17 +97,29 @@ class _FaultyServer(_ProxyServer):
         drop: float,
         slow: float,
         delay: float,
+        error_when: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         super().__init__(upstream_host, upstream_port)
         self.RequestHandlerClass = _FaultyHandler
+        self.error_when = error_when
+        self.bytes_in = 0
         self.rng = random.Random(seed)
         self.rates = (("error", error), ("drop", drop), ("slow", slow))
         self.delay = delay
         self.faults: Counter[str] = Counter()
         self._draw_lock = threading.Lock()
 
-    def draw(self) -> str | None:
+    def count_bytes(self, n: int) -> None:
         with self._draw_lock:
+            self.bytes_in += n
+
+    def draw(self, method: str, path: str, query: str) -> str | None:
+        with self._draw_lock:
+            if self.error_when is not None:
+                if self.error_when(method, path, query):
+                    self.faults["error"] += 1
+                    return "error"
+                return None
             x = self.rng.random()
             edge = 0.0
             for name, rate in self.rates:
@@ -124,6 +143,7 @@ class FaultyProxy(CountingProxy):
         drop: float = 0.0,
         slow: float = 0.0,
         delay: float = 0.2,
+        error_when: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         super().__init__(upstream)
         if error + drop + slow > 1:
@@ -134,6 +154,7 @@ class FaultyProxy(CountingProxy):
             "drop": drop,
             "slow": slow,
             "delay": delay,
+            "error_when": error_when,
         }
 
     def start(self) -> Self:
@@ -149,6 +170,13 @@ class FaultyProxy(CountingProxy):
         thread.start()
         self._server, self._thread = server, thread
         return self
+
+    @property
+    def bytes_in(self) -> int:
+        server = self._require()
+        assert isinstance(server, _FaultyServer)
+        with server._draw_lock:
+            return server.bytes_in
 
     @property
     def faults(self) -> Counter[str]:

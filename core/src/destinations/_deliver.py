@@ -66,7 +66,7 @@ from ._records import (
     ResultSet,
     Step,
 )
-from ._retry import RetryPolicy, call_with_retries, is_transient
+from ._retry import RetryPolicy, call_with_retries, is_transient, retrying_parts
 from ._shaping import (
     SUFFIXES,
     Codec,
@@ -238,7 +238,10 @@ class _Delivery:
             started = time.perf_counter()
             ok = False
             try:
-                with reporting_progress(meter) if meter is not None else nullcontext():
+                with (
+                    reporting_progress(meter) if meter is not None else nullcontext(),
+                    retrying_parts(self.retry if attempts > 1 else None),
+                ):
                     store.put(key, upload, size=prepared.size, **options)
                 ok = True
             finally:
@@ -346,7 +349,10 @@ class _Delivery:
                 started = time.perf_counter()
                 ok = False
                 try:
-                    with reporting_progress(None):  # the store counts compressed bytes
+                    with (
+                        reporting_progress(None),  # the store counts compressed bytes
+                        retrying_parts(self.retry if attempts > 1 else None),
+                    ):
                         store.put(key, cast(BinaryIO, reader), size=None, **_put_options(file))
                     ok = True
                 finally:

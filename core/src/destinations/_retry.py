@@ -12,19 +12,36 @@ Attempts are spaced by exponential backoff with full jitter (``tenacity``'s
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import final
+from typing import TypeVar, final
 
 from ._errors import StoreError
 
-__all__ = ["RetryPolicy", "call_with_retries", "is_transient"]
+__all__ = [
+    "RetryPolicy",
+    "call_with_retries",
+    "is_transient",
+    "retry_part",
+    "retrying_parts",
+]
+
+T = TypeVar("T")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth another attempt (the one definition core retries by)."""
-    return isinstance(exc, StoreError) and exc.transient
+    """Whether ``exc`` is worth another attempt (the one definition core retries by).
+
+    A failure that :func:`retry_part` already retried until the policy ran out is not: the
+    object is not sent again whole after its part was retried alone.
+    """
+    return isinstance(exc, StoreError) and exc.transient and not getattr(exc, _SPENT, False)
+
+
+_SPENT = "_destinations_part_retries_spent"
 
 
 @final
@@ -113,3 +130,60 @@ def call_with_retries(
         reraise=True,
     )
     retrying(run, [0])
+
+
+_part_policy: ContextVar[RetryPolicy | None] = ContextVar(
+    "destinations_part_retry_policy", default=None
+)
+
+
+@contextlib.contextmanager
+def retrying_parts(policy: RetryPolicy | None) -> Iterator[None]:
+    """Within the block, :func:`retry_part` retries with ``policy`` (None: never)."""
+    token = _part_policy.set(policy)
+    try:
+        yield
+    finally:
+        _part_policy.reset(token)
+
+
+def retry_part(
+    call: Callable[[], T],
+    *,
+    map_error: Callable[[Exception], BaseException] | None = None,
+) -> T:
+    """Run one part of a multipart upload, retrying a transient failure of *that part*.
+
+    For plugins that drive multipart uploads themselves: wrap each part's request (and the
+    completion call) so a transient failure re-sends only that part, with core's retry
+    policy for the running delivery (outside a delivery, e.g. during verification, there is
+    one attempt). ``map_error`` turns an SDK exception into a :class:`StoreError` (your
+    error mapper), so the plugin's ``transient`` decides. The call must be repeatable (send
+    the same bytes again). When the retries run out, the last error is raised, marked so
+    delivery does not send the whole object again.
+
+    Capture nothing across threads: call it in the thread that runs ``put`` or hand the
+    policy over with :func:`contextvars.copy_context`.
+    """
+    policy = _part_policy.get()
+    result: list[T] = []
+
+    def attempt(number: int) -> None:
+        try:
+            result.append(call())
+        except Exception as exc:
+            mapped = map_error(exc) if map_error is not None else exc
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    try:
+        if policy is None:
+            attempt(1)
+        else:
+            call_with_retries(attempt, policy)
+    except StoreError as exc:
+        if policy is not None and exc.transient:
+            setattr(exc, _SPENT, True)
+        raise
+    return result[0]

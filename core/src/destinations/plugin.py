@@ -24,6 +24,7 @@ from ._guard import (
     refuse_plain_http,
 )
 from ._progress import ProgressCallback, upload_progress
+from ._retry import retry_part
 from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
 from ._toolkit import (
     AccessKeyId,
@@ -63,6 +64,7 @@ __all__ = [
     "progress_granule",
     "read_exactly",
     "refuse_plain_http",
+    "retry_part",
     "source_size",
     "upload_progress",
 ]

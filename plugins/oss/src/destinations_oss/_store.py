@@ -4,6 +4,7 @@ store is opened."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO, Final
@@ -24,6 +25,7 @@ from destinations.plugin import (
     classify_transport_error,
     find_refusal,
     open_source,
+    retry_part,
     upload_progress,
 )
 from destinations.requests_guard import GuardedAdapter
@@ -255,16 +257,28 @@ class OssStore(Store):
                         provider_code="TooManyParts",
                         transient=False,
                     )
-                result = self._bucket.upload_part(key, upload_id, number, chunk)
+                # A transient failure re-sends this part alone (core's policy, contract v2).
+                result = retry_part(
+                    functools.partial(self._bucket.upload_part, key, upload_id, number, chunk),
+                    map_error=self._part_error,
+                )
                 parts.append(
                     oss2.models.PartInfo(number, result.etag, size=len(chunk), part_crc=result.crc)
                 )
                 chunk = b""  # one part in memory, not two, while the next is read
                 chunk = next(chunks, b"")
-            self._bucket.complete_multipart_upload(key, upload_id, parts)
+            retry_part(
+                functools.partial(self._bucket.complete_multipart_upload, key, upload_id, parts),
+                map_error=self._part_error,
+            )
         except BaseException:
             self._abort(key, upload_id)
             raise
+
+    def _part_error(self, exc: Exception) -> BaseException:
+        if isinstance(exc, (oss2.exceptions.OssError, requests.RequestException)):
+            return self._error(exc)
+        return exc
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
