@@ -81,7 +81,7 @@ Record rules
   (header included), except that a record is never cut: a part always holds at least one
   record, so a record larger than ``max_bytes`` (or a header plus one record) is a part on
   its own. To decide whether the next record still fits, the splitter must see its end
-  within the part's remaining bytes; it looks at most ``lookahead`` bytes ahead (8 MiB by
+  within the part's remaining bytes; it looks at most ``lookahead`` bytes ahead (4 MiB by
   default), so a record longer than that starts a new part even when it would have fitted.
   This keeps memory at about ``chunk_size + lookahead`` whatever the records.
 * Concatenating the parts, without the header that parts after the first start with,
@@ -117,7 +117,7 @@ __all__ = [
 ]
 
 CHUNK: Final = 1024 * 1024
-LOOKAHEAD: Final = 8 * 1024 * 1024
+LOOKAHEAD: Final = 4 * 1024 * 1024
 #: A CSV header is kept in memory to be repeated: one longer than this is refused.
 MAX_HEADER: Final = 8 * 1024 * 1024
 
@@ -467,8 +467,8 @@ class _Splitter:
         if not data:
             self.eof = True
             return False
-        if self.pos < len(self.buf):
-            data = self.buf[self.pos :] + data
+        if self.pos < len(self.buf):  # a record still undecided (look-ahead): keep it, one copy
+            data = b"".join((memoryview(self.buf)[self.pos :], data))
         self.base += self.pos
         self.buf, self.pos = data, 0
         return True
@@ -484,13 +484,13 @@ class _Splitter:
     def _read_header(self) -> bytes:
         while True:
             count, end = self.ends(self.pos, len(self.buf), 1, 0)
-            if count:
+            if count or len(self.buf) - self.pos > MAX_HEADER:
                 break
-            if len(self.buf) - self.pos > MAX_HEADER:
-                raise ValueError(f"the CSV header (first record) is longer than {MAX_HEADER} bytes")
             if not self.fill():
                 end = len(self.buf)  # no line end: the whole file is its header
                 break
+        if end < 0 or end - self.pos > MAX_HEADER:
+            raise ValueError(f"the CSV header (first record) is longer than {MAX_HEADER} bytes")
         header, self.pos = self.buf[self.pos : end], end
         self.parity = 0
         return header
