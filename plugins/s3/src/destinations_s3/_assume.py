@@ -16,7 +16,9 @@ no credentials until the first request is signed: opening a store makes no STS c
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -68,6 +70,45 @@ _BASE_REFUSED = frozenset(
 
 
 _STS_TRANSIENT = frozenset({"Throttling", "ThrottlingException", "IDPCommunicationError"})
+
+
+# What botocore's DEBUG logs show of temporary credentials: the AssumeRole answer's body
+# (botocore.parsers), the canonical request (botocore.auth) and the prepared request's
+# headers (botocore.endpoint), both with the session token.
+_SECRETS_IN_LOGS = re.compile(
+    r"(<(SecretAccessKey|SessionToken)>)[^<]*(</\2>)"
+    r"|(x-amz-security-token:)[^\s\\]+"
+    r"|('X-Amz-Security-Token': b?')[^']*(')",
+    re.IGNORECASE,
+)
+_REDACTED_LOGGERS = ("botocore.parsers", "botocore.auth", "botocore.endpoint")
+
+
+def _redact(match: re.Match[str]) -> str:
+    if match.group(1):
+        return f"{match.group(1)}***{match.group(3)}"
+    if match.group(4):
+        return f"{match.group(4)}***"
+    return f"{match.group(5)}***{match.group(6)}"
+
+
+class _RedactAssumedCredentials(logging.Filter):
+    """botocore logs response bodies and signed requests at DEBUG: with assumed-role
+    credentials those hold the temporary secret key and the session token. On botocore's
+    loggers that do (:data:`_REDACTED_LOGGERS`), this filter formats each record and
+    replaces those values with ``***`` before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        redacted = _SECRETS_IN_LOGS.sub(_redact, text)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_redaction = _RedactAssumedCredentials()
+for _name in _REDACTED_LOGGERS:
+    logging.getLogger(_name).addFilter(_redaction)  # idempotent: filters are a set
 
 
 def _now() -> datetime:
