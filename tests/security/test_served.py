@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import requests
 import schemathesis
@@ -215,3 +216,65 @@ def test_schemathesis_fuzzing(serve: Any) -> None:
     print(f"\nfuzzing: {stats} in {elapsed:.1f} s; {json.dumps(failures[:5])}")
     assert stats["cases"] >= 1000
     assert stats["5xx"] == 0 and stats["bad_envelope"] == 0, failures[:10]
+
+
+#: The input classes that once answered 500 (issue 12, item 6), as raw JSON bodies.
+NAMED_BODIES = {
+    "lone surrogate value": '{"name": "\\ud800", "type": "local", "enabled": false}',
+    "lone surrogate key": '{"\\udbff": 1, "name": "n", "type": "local", "enabled": false}',
+    "4,000-digit integer": '{"name": "n", "enabled": ' + "1" * 4000 + "}",
+    "5,000-digit integer": '{"name": ' + "2" * 5000 + "}",
+    "non-finite number": '{"name": "n", "enabled": 1e400}',
+    "nested 10,000 deep": '{"name": ' + "[" * 10_000 + "]" * 10_000 + "}",
+}
+NAMED_QUERIES = [{"search_term": "a\x00b"}, {"page": "\x00"}, {"sort_by": "name\x00"},
+                 {"x\x00": "1"}, {"search_term": "\udcff"}]  # fmt: skip
+NAMED_IDS = ["ab\x00cd", "\x00", "%00", "x" * 5000]
+
+
+def test_fuzzing_with_the_named_input_classes(serve: Any, postgres_url: str) -> None:
+    """Every operation of /openapi.json with each named class (bodies, query parameters,
+    path ids), on PostgreSQL (which refuses NUL in text): 0 responses of 5xx, every 4xx in
+    the envelope."""
+    server: Server = serve(postgres_url)
+    seed = requests.post(
+        f"{server.url}/destinations", params={"api_key": server.api_key}, json=_local("seed"),
+        timeout=30,
+    )  # fmt: skip
+    seed_id = seed.json()["destination"]["id"]
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    counts = {"cases": 0, "5xx": 0, "bad_envelope": 0}
+    failures: list[str] = []
+    with requests.Session() as http:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            method, path = operation.method.upper(), operation.path
+            ids = [seed_id, *NAMED_IDS] if "{id}" in path else [None]
+            for dest_id in ids:
+                url = server.url + (path.replace("{id}", quote(dest_id, safe="")) if dest_id
+                                    else path)  # fmt: skip
+                variants: list[dict[str, Any]] = [{"params": q} for q in NAMED_QUERIES]
+                if method in ("POST", "PUT"):
+                    variants += [{"data": b.encode("utf-8", "surrogatepass"),
+                                  "headers": {"content-type": "application/json"}}
+                                 for b in NAMED_BODIES.values()]  # fmt: skip
+                for variant in variants:
+                    params = {"api_key": server.api_key, **variant.pop("params", {})}
+                    query = urlencode(
+                        {k: v.encode("utf-8", "surrogatepass") for k, v in params.items()}
+                    )
+                    response = http.request(method, f"{url}?{query}", timeout=30, **variant)
+                    counts["cases"] += 1
+                    if response.status_code >= 500:
+                        counts["5xx"] += 1
+                        failures.append(f"{method} {path} {dest_id!r}: {response.status_code}")
+                    elif response.status_code >= 400:
+                        try:
+                            info = response.json()["request_info"]
+                            assert info["success"] is False and isinstance(info["message"], str)
+                        except (ValueError, KeyError, TypeError, AssertionError):
+                            counts["bad_envelope"] += 1
+                            failures.append(f"{method} {path}: {response.text[:200]}")
+    print(f"\nnamed input classes: {counts}; {json.dumps(failures[:5])}")
+    assert counts["cases"] >= 50
+    assert counts["5xx"] == 0 and counts["bad_envelope"] == 0, failures[:10]

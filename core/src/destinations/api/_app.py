@@ -12,6 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -20,7 +21,7 @@ from .. import _metrics
 from .._logging import account_id_var, log_context
 from .._settings import DEFAULT_DATABASE_URL, env_name, settings
 from ..persistence import DestinationRepository, load_secret_box, make_engine, upgrade
-from ._body import check_request, idempotency_key, read_params
+from ._body import RefuseUnstorableText, check_request, idempotency_key, read_params
 from ._deliveries import build_deliveries, delivery_routes
 from ._openapi import build_openapi
 from ._service import ApiError, DestinationService, Settings
@@ -326,6 +327,7 @@ def create_app(
             *([Route("/metrics", metrics_endpoint, methods=["GET"])] if serve_metrics else []),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        middleware=[Middleware(RefuseUnstorableText)],
         lifespan=lifespan,
     )
     app.state.service = service

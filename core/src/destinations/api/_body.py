@@ -178,3 +178,45 @@ def idempotency_key(request: Request) -> str | None:
             "characters (e.g. a UUID)",
         )
     return value
+
+
+class RefuseUnstorableText:
+    """ASGI middleware: a request whose path or query string holds a NUL character or text
+    that is not valid Unicode answers 400 in the envelope before any route runs (no route,
+    present or future, can then hand PostgreSQL a NUL)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            problem = _unstorable(scope)
+            if problem is not None:
+                from starlette.responses import JSONResponse
+
+                error = ApiError.invalid(
+                    {problem: "must not contain NUL characters or text that is not valid Unicode"}
+                )
+                info = {"success": False, "message": error.message, **error.extra}
+                response = JSONResponse({"request_info": info}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _unstorable(scope: Any) -> str | None:
+    """Which part of the request cannot be stored: ``path``, a parameter name, or None."""
+    path = scope.get("path", "")
+    if "\x00" in path or not _encodable(path):
+        return "path"
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    try:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return "query string"
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            return _label(name)
+    return None
