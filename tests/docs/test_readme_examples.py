@@ -33,7 +33,9 @@ def ran() -> dict[str, Any]:
 def test_command_1_installs_core_with_the_api_and_every_plugin(ran: dict[str, Any]) -> None:
     install = ran["install"]
     assert "-e './core[api]'" in install
-    plugins = sorted(p.name for p in (REPO / "plugins").iterdir() if (p / "pyproject.toml").exists())
+    plugins = sorted(
+        p.name for p in (REPO / "plugins").iterdir() if (p / "pyproject.toml").exists()
+    )
     assert plugins  # s3, gcs, azure, oss, sftp
     for name in plugins:
         assert f"-e ./plugins/{name}" in install, name
