@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from destinations.plugin import DestinationType, StoreOptions, hookimpl
 
 from ._fields import S3CompatibleFields, S3Fields
+from ._options import UploadOptions, upload_options
 
 if TYPE_CHECKING:
     from ._store import AddressingStyle, ChecksumMode, Labels, S3ProtocolStore
@@ -27,9 +28,11 @@ __all__ = [
     "S3CompatibleFields",
     "S3Fields",
     "S3ProtocolStore",
+    "UploadOptions",
     "destinations_register_types",
     "open_s3",
     "open_s3compatible",
+    "upload_options",
 ]
 
 #: AWS signs the first request for this region; a bucket elsewhere is followed to its own.
