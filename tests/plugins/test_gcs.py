@@ -706,3 +706,121 @@ def test_gcs_declares_progress() -> None:
     from destinations import get_type
 
     assert get_type("gcs").reports_progress
+
+
+# --- CMEK and storage class (gcs_kms_key_name, gcs_storage_class) ---------------------------
+
+KMS_KEY = "projects/dest-test/locations/europe-west1/keyRings/ring-1/cryptoKeys/key-1"
+_GOOG_HEADERS = {"x-goog-encryption-kms-key-name", "x-goog-storage-class"}
+_OPTION_OPTIONS = StoreOptions(multipart_threshold=5 * MiB, part_size=5 * MiB, timeout=30.0)
+
+
+def _put_and_multipart(destination: Destination) -> None:
+    verify(destination, timeout=30)  # the probe
+    with open_store(destination, _OPTION_OPTIONS) as store:
+        store.put("opts/small.txt", io.BytesIO(b"small"), size=5, content_type="text/plain")
+        big = b"g" * (6 * MiB)
+        store.put("opts/big.bin", io.BytesIO(big), size=len(big), content_type=None)
+
+
+def test_hmac_sends_kms_key_and_storage_class_on_probe_and_data_puts(
+    moto_server: MotoHandle, hmac_bucket: str
+) -> None:
+    """moto ignores x-goog-* headers: the recording proxy checks what was sent (and signed)."""
+    from tests.emulators.recording_proxy import RecordingProxy
+
+    with RecordingProxy(moto_server.endpoint) as proxy:
+        params = _hmac(
+            moto_server,
+            hmac_bucket,
+            proxy.endpoint,
+            gcs_kms_key_name=KMS_KEY,
+            gcs_storage_class="NEARLINE",
+        )
+        _put_and_multipart(parse_destination(params))
+        carrying = [e for e in proxy.sent("PUT") if "partNumber" not in e.query]
+        carrying += proxy.sent("POST", query_has="uploads")
+        assert len(carrying) == 3  # probe PutObject, small PutObject, CreateMultipartUpload
+        for exchange in carrying:
+            sent = {k: v for k, v in exchange.headers.items() if k in _GOOG_HEADERS}
+            assert sent == {
+                "x-goog-encryption-kms-key-name": KMS_KEY,
+                "x-goog-storage-class": "NEARLINE",
+            }
+            signed = exchange.headers["authorization"].split("SignedHeaders=")[1]
+            assert "x-goog-storage-class" in signed and "x-goog-encryption-kms-key-name" in signed
+        parts = [e for e in proxy.sent("PUT") if "partNumber" in e.query]
+        assert parts and all(not (_GOOG_HEADERS & set(e.headers)) for e in parts)
+        proxy.reset()
+        verify(parse_destination(_hmac(moto_server, hmac_bucket, proxy.endpoint)), timeout=30)
+        (probe,) = proxy.sent("PUT")
+        assert not (_GOOG_HEADERS & set(probe.headers))
+
+
+def test_json_api_sends_kms_key_and_storage_class_on_probe_and_data_puts(
+    service_account: str, sa_bucket: str, gcs_emulator: GcsEmulator, gcs_raw: Any
+) -> None:
+    """The JSON API carries the key as the upload's kmsKeyName parameter and the class in the
+    object resource; the emulator stores the class (read back) but not the key (checked on
+    the wire)."""
+    from tests.emulators.recording_proxy import RecordingProxy
+
+    with RecordingProxy(gcs_emulator.endpoint) as proxy:
+        params = _sa(
+            service_account,
+            sa_bucket,
+            proxy.endpoint,
+            gcs_kms_key_name=KMS_KEY,
+            gcs_storage_class="COLDLINE",
+        )
+        _put_and_multipart(parse_destination(params))
+        starts = [e for e in proxy.sent("POST") if "uploadType=" in e.query]
+        # probe and small file: one multipart request each; the big file: a resumable start
+        assert sorted(
+            q.split("uploadType=")[1].split("&")[0] for q in (e.query for e in starts)
+        ) == [
+            "multipart",
+            "multipart",
+            "resumable",
+        ]
+        for exchange in starts:
+            assert f"kmsKeyName={KMS_KEY.replace('/', '%2F')}" in exchange.query
+            assert exchange.body is not None and b'"storageClass": "COLDLINE"' in exchange.body
+    for key in ("opts/small.txt", "opts/big.bin"):
+        blob = gcs_raw.get_blob(key)
+        assert blob is not None and blob.storage_class == "COLDLINE"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("gcs_kms_key_name", "my-key", "Cloud KMS key name"),
+        ("gcs_kms_key_name", KMS_KEY + "/cryptoKeyVersions/1", "without /cryptoKeyVersions/"),
+        ("gcs_storage_class", "GLACIER", ""),
+    ],
+)
+def test_option_field_rules(field: str, value: str, fragment: str) -> None:
+    params = {
+        "name": "n",
+        "enabled": True,
+        "type": "gcs",
+        "gcs_access_key": "GOOG1EXAMPLEKEY",
+        "gcs_secret_key": "secret-value-1",
+        "gcs_bucket_name": "abc",
+        field: value,
+    }
+    with pytest.raises(InvalidDestination) as info:
+        parse_destination(params)
+    assert list(info.value.errors) == [field]
+    assert fragment in info.value.errors[field]
+    blank = parse_destination({**params, field: ""})
+    assert getattr(blank.settings, field) is None
+
+
+def test_option_fields_in_the_schema() -> None:
+    from destinations_gcs import GcsFields
+
+    props = GcsFields.model_json_schema()["properties"]
+    assert props["gcs_kms_key_name"]["description"]
+    enum = next(o["enum"] for o in props["gcs_storage_class"]["anyOf"] if "enum" in o)
+    assert enum == ["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"]

@@ -40,8 +40,10 @@ def open_gcs(fields: GcsFields, options: StoreOptions) -> Store:
             service_account_json=fields.gcs_service_account_json.get_secret_value(),
             endpoint=endpoint,
             options=options,
+            kms_key_name=fields.gcs_kms_key_name,
+            storage_class=fields.gcs_storage_class,
         )
-    from destinations_s3 import Labels, S3ProtocolStore
+    from destinations_s3 import Labels, S3ProtocolStore, UploadOptions
 
     assert fields.gcs_access_key is not None and fields.gcs_secret_key is not None
     return S3ProtocolStore(
@@ -53,6 +55,7 @@ def open_gcs(fields: GcsFields, options: StoreOptions) -> Store:
         options=options,
         addressing_style="path",
         checksums="when_required",
+        upload=UploadOptions(raw_headers=fields.xml_api_headers()),
         labels=Labels(
             provider="Google Cloud Storage",
             access_key_id="gcs_access_key",

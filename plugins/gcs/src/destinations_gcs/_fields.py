@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,7 +17,34 @@ from destinations.plugin import (
     check_endpoint_url,
 )
 
-__all__ = ["GcsFields", "check_gcs_bucket_name", "parse_service_account"]
+__all__ = [
+    "GcsFields",
+    "GcsStorageClass",
+    "check_gcs_bucket_name",
+    "check_kms_key_name",
+    "parse_service_account",
+]
+
+#: Storage classes of Cloud Storage objects.
+GcsStorageClass = Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"]
+_KMS_KEY_NAME = re.compile(
+    r"projects/[a-z0-9.:-]{1,100}/locations/[a-z0-9-]{1,64}/keyRings/[\w-]{1,63}"
+    r"/cryptoKeys/[\w-]{1,63}"
+)
+
+
+def check_kms_key_name(field: str, value: str) -> str:
+    """A Cloud KMS key's resource name (no key version: Cloud Storage uses the primary)."""
+    name = value.strip()
+    if not _KMS_KEY_NAME.fullmatch(name):
+        raise InvalidDestination(
+            {
+                field: "must be a Cloud KMS key name such as 'projects/my-project/locations/"
+                "europe-west1/keyRings/my-ring/cryptoKeys/my-key' (without /cryptoKeyVersions/)"
+            }
+        )
+    return name
+
 
 _BUCKET_CHARS = re.compile(r"[a-z0-9._-]+")
 _GOOGLE_LIKE = re.compile(r"g[o0][o0]g[l1][e3]")
@@ -132,11 +159,27 @@ class GcsFields(BaseModel):
         "Connect endpoint. Leave out for Google's public endpoint.",
     )
 
+    gcs_kms_key_name: str | None = Field(
+        None,
+        description="Cloud KMS key (CMEK) encrypting every object, e.g. 'projects/my-project/"
+        "locations/europe-west1/keyRings/my-ring/cryptoKeys/my-key' (XML API header "
+        "x-goog-encryption-kms-key-name, JSON API kmsKeyName). The Cloud Storage service "
+        "agent needs roles/cloudkms.cryptoKeyEncrypterDecrypter on the key. Unset: the "
+        "bucket's default encryption.",
+    )
+    gcs_storage_class: GcsStorageClass | None = Field(
+        None,
+        description="Storage class of every object (XML API x-goog-storage-class, JSON API "
+        "storageClass): STANDARD, NEARLINE, COLDLINE or ARCHIVE. Unset: the bucket's default.",
+    )
+
     @field_validator(
         "gcs_access_key",
         "gcs_secret_key",
         "gcs_service_account_json",
         "gcs_endpoint",
+        "gcs_kms_key_name",
+        "gcs_storage_class",
         mode="before",
     )
     @classmethod
@@ -155,6 +198,11 @@ class GcsFields(BaseModel):
     @classmethod
     def _bucket(cls, value: str) -> str:
         return check_gcs_bucket_name("gcs_bucket_name", value)
+
+    @field_validator("gcs_kms_key_name")
+    @classmethod
+    def _kms_key(cls, value: str | None) -> str | None:
+        return None if value is None else check_kms_key_name("gcs_kms_key_name", value)
 
     @field_validator("gcs_endpoint")
     @classmethod
@@ -191,3 +239,13 @@ class GcsFields(BaseModel):
     @property
     def uses_hmac(self) -> bool:
         return self.gcs_service_account_json is None
+
+    def xml_api_headers(self) -> dict[str, str]:
+        """The headers the HMAC (XML API) path adds to every object upload (PutObject and
+        the initiation of a multipart upload), probe included."""
+        headers = {}
+        if self.gcs_kms_key_name is not None:
+            headers["x-goog-encryption-kms-key-name"] = self.gcs_kms_key_name
+        if self.gcs_storage_class is not None:
+            headers["x-goog-storage-class"] = self.gcs_storage_class
+        return headers

@@ -226,8 +226,12 @@ class GcsJsonStore(Store):
         service_account_json: str,
         endpoint: str | None,
         options: StoreOptions,
+        kms_key_name: str | None = None,
+        storage_class: str | None = None,
     ) -> None:
         self.bucket_name = bucket
+        self.kms_key_name = kms_key_name
+        self.storage_class = storage_class
         self.endpoint = endpoint or DEFAULT_ENDPOINT
         self.options = options
         try:
@@ -305,7 +309,7 @@ class GcsJsonStore(Store):
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        blob = self._bucket.blob(key, chunk_size=self._chunk_size)
+        blob = self._new_blob(key)
         if content_encoding:
             blob.content_encoding = content_encoding
         if metadata:
@@ -334,6 +338,15 @@ class GcsJsonStore(Store):
             raise
         except Exception as exc:
             raise self._error(exc, "put") from exc
+
+    def _new_blob(self, key: str) -> storage.Blob:
+        """A blob carrying the destination's CMEK key (``kmsKeyName`` on the upload URL) and
+        storage class (``storageClass`` in the object resource sent with the upload): every
+        put, the verification probe included."""
+        blob = self._bucket.blob(key, chunk_size=self._chunk_size, kms_key_name=self.kms_key_name)
+        if self.storage_class is not None:
+            blob.storage_class = self.storage_class
+        return blob
 
     @contextlib.contextmanager
     def _metering(self, size: int | None) -> Iterator[None]:
