@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
 
-from destinations import EndpointNotAllowed, InvalidDestination, StoreError
+from destinations import EndpointNotAllowed, InvalidDestination, StoreError, _guard
 from destinations._guard import (
     blocked_reason,
     check_address,
@@ -144,3 +145,98 @@ def test_find_refusal_digs_through_wrappers() -> None:
         wrapper = ValueError(outer)
     assert find_refusal(wrapper) is refusal
     assert find_refusal(ValueError("nothing")) is None
+
+
+# -- the connect path: what guarded_create_connection hands to the socket --------------------
+
+
+@pytest.fixture
+def allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS", "1")
+
+
+@pytest.mark.usefixtures("allow_private")
+def test_connect_applies_options_timeout_and_source_address(recorder: Recorder) -> None:
+    keepalive = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    with guarded_create_connection(
+        ("[127.0.0.1]", recorder.port), 2.5, ("127.0.0.3", 0), keepalive
+    ) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.gettimeout() == 2.5
+        assert sock.getsockname()[0] == "127.0.0.3"
+        assert sock.type == socket.SOCK_STREAM
+    with guarded_create_connection(("127.0.0.1", recorder.port), None) as sock:
+        assert sock.gettimeout() is None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+
+
+@pytest.mark.usefixtures("allow_private")
+def test_an_http_library_sentinel_timeout_keeps_the_socket_default(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "_GLOBAL_DEFAULT_TIMEOUT", object(), raising=False)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(7.0)
+    try:
+        with guarded_create_connection(("127.0.0.1", recorder.port), object()) as sock:
+            assert sock.gettimeout() == 7.0
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@pytest.mark.usefixtures("allow_private")
+def test_connect_tries_each_checked_address_in_turn(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def two(host: str, *args: object, **kwargs: object) -> list[object]:
+        if host == "two.test":  # a loopback address with nothing listening, then the recorder
+            return [*real("127.0.0.2", *args), *real("127.0.0.1", *args)]  # type: ignore[arg-type]
+        if host == "none.test":
+            return [*real("127.0.0.2", *args)]  # type: ignore[arg-type]
+        if host == "empty.test":
+            return []
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two)
+    with guarded_create_connection(("two.test", recorder.port), 2) as sock:
+        assert sock.getpeername() == ("127.0.0.1", recorder.port)
+    with pytest.raises(ConnectionRefusedError):  # the last failure, as socket.create_connection
+        guarded_create_connection(("none.test", recorder.port), 2)
+    with pytest.raises(OSError, match=r"no addresses for empty\.test"):
+        guarded_create_connection(("empty.test", recorder.port), 2)
+
+
+def test_resolve_asks_for_stream_sockets_only() -> None:
+    infos = _guard._resolve("127.0.0.1", 80)
+    assert infos and {kind for _, kind, _, _ in infos} == {socket.SOCK_STREAM}
+
+
+def test_plain_http_is_refused_after_the_address_check_naming_the_label(
+    recorder: Recorder, guard_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The address is let through (a stand-in public server), so only the http rule applies.
+    monkeypatch.setattr(_guard, "blocked_reason", lambda address: None)
+    guarded_create_connection(("127.0.0.1", recorder.port), 2).close()  # https by default
+    with pytest.raises(EndpointNotAllowed) as caught:
+        guarded_create_connection(("127.0.0.1", recorder.port), 2, plain_http=True)
+    assert caught.value.message == (
+        "the endpoint: a plain http connection to 127.0.0.1 was refused; only public https "
+        "endpoints are allowed"
+    )
+    assert len(recorder.accepted) <= 1
+
+
+def test_a_scoped_address_is_shown_without_its_scope() -> None:
+    with pytest.raises(EndpointNotAllowed) as caught:
+        check_address("fe80::1%eth0", host="fe80::1%eth0", label="s3_endpoint")
+    assert caught.value.address == "fe80::1"
+    assert caught.value.message.startswith("s3_endpoint connects to fe80::1, a link-local")
+
+
+def test_special_block_reads_strings_and_addresses() -> None:
+    block = _guard.special_block("10.1.2.3")
+    assert block is not None and block.rule == "a private address"
+    assert _guard.special_block(ipaddress.ip_address("10.1.2.3")) == block
+    assert _guard.special_block("8.8.8.8") is None

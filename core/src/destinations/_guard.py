@@ -244,7 +244,8 @@ def check_address(address: str, *, host: str, label: str) -> None:
 
 def _same_address(host: str, address: str) -> bool:
     try:
-        return ipaddress.ip_address(host.strip("[]")) == ipaddress.ip_address(address)
+        literal = host.strip("[]").partition("%")[0]  # a scope is not part of the address
+        return ipaddress.ip_address(literal) == ipaddress.ip_address(address)
     except ValueError:
         return False
 
