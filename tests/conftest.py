@@ -4,7 +4,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.emulators.fixtures", "tests.emulators.sshd"]
+pytest_plugins = ["tests.emulators.fixtures", "tests.emulators.sshd", "tests.emulators.seaweedfs"]
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow]

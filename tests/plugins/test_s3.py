@@ -481,7 +481,11 @@ def _opened(moto: MotoHandle, bucket: str, endpoint: str, **options: Any) -> Any
     return open_store(dest, StoreOptions(**options))
 
 
-def test_options_reach_the_client(moto_server: MotoHandle, bucket: str) -> None:
+def test_options_reach_the_client(
+    moto_server: MotoHandle, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the boto3 engine's configuration (the native one's: tests/plugins/test_s3_native.py)
+    monkeypatch.setenv("DESTINATIONS_S3_ENGINE", "boto3")
     with _opened(
         moto_server, bucket, moto_server.endpoint, timeout=7.5, retries=3, max_connections=4
     ) as store:

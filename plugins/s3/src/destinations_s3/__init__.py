@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from destinations.plugin import DestinationType, StoreOptions, hookimpl
+from destinations.plugin import DestinationType, Store, StoreOptions, hookimpl
 
 from ._fields import S3CompatibleFields, S3Fields
 from ._options import UploadOptions, upload_options
@@ -99,26 +99,44 @@ _ROLE_PERMISSIONS = (
 )
 
 
-def open_s3compatible(fields: S3CompatibleFields, options: StoreOptions) -> S3ProtocolStore:
+def open_s3compatible(fields: S3CompatibleFields, options: StoreOptions) -> Store:
+    """The native engine (obstore) where it can serve the destination, else boto3's."""
+    from ._labels import Labels
+    from ._native import open_native
     from ._options import upload_options
-    from ._store import Labels, S3ProtocolStore
+
+    labels = Labels(
+        provider="the S3-compatible service",
+        endpoint="s3_endpoint",
+        region="s3_region",
+        permissions="put-object, delete-object and multipart-upload permissions",
+    )
+    upload = upload_options(fields)
+    native = open_native(
+        bucket=fields.s3_bucket_name,
+        access_key_id=fields.s3_access_key_id,
+        secret_access_key=fields.s3_secret_access_key,
+        endpoint_url=fields.s3_endpoint,
+        region=fields.s3_region,
+        options=options,
+        labels=labels,
+        upload_headers=upload.headers(),
+    )
+    if native is not None:
+        return native
+    from ._store import S3ProtocolStore
 
     return S3ProtocolStore(
         bucket=fields.s3_bucket_name,
         access_key_id=fields.s3_access_key_id,
         secret_access_key=fields.s3_secret_access_key,
         endpoint_url=fields.s3_endpoint,
-        upload=upload_options(fields),
+        upload=upload,
         region=fields.s3_region,
         options=options,
         addressing_style="path",
         checksums="when_required",
-        labels=Labels(
-            provider="the S3-compatible service",
-            endpoint="s3_endpoint",
-            region="s3_region",
-            permissions="put-object, delete-object and multipart-upload permissions",
-        ),
+        labels=labels,
     )
 
 

@@ -11,7 +11,6 @@ import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import boto3.session
@@ -44,6 +43,14 @@ from destinations.plugin import (
 
 from ._assume import sts_error
 from ._guard import guard_client
+from ._labels import (
+    CREDENTIAL_CODES,
+    DENIED_CODES,
+    REGION_CODES,
+    TRANSIENT_CODES,
+    Labels,
+    region_message,
+)
 from ._options import UploadOptions
 
 __all__ = ["AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"]
@@ -51,59 +58,12 @@ __all__ = ["AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 ChecksumMode = Literal["when_supported", "when_required"]
 
-_CREDENTIAL_CODES = frozenset(
-    {
-        "SignatureDoesNotMatch",
-        "InvalidAccessKeyId",
-        "InvalidToken",
-        "ExpiredToken",
-        "TokenRefreshRequired",
-        "InvalidSecurity",
-    }
-)
-_DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled"})
-_REGION_CODES = frozenset(
-    {"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
-)
-#: Codes worth another attempt: throttling, the service failing or timing out waiting for
-#: the body, and bodies corrupted in transit (S3, and the S3-compatible services and GCS's
-#: XML API that answer with S3's codes). Any other code is transient only by its HTTP status
-#: (core's generic rule: 408, 429, 5xx).
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "ProvisionedThroughputExceededException",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "BadDigest",
-        "XAmzContentSHA256Mismatch",
-    }
-)
+_CREDENTIAL_CODES = CREDENTIAL_CODES
+_DENIED_CODES = DENIED_CODES
+_REGION_CODES = REGION_CODES
+_TRANSIENT_CODES = TRANSIENT_CODES
 _SAFE_REGION = re.compile(r"[a-z0-9-]{1,63}")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-@dataclass(frozen=True, slots=True)
-class Labels:
-    """How error messages name the provider, its fields and the permissions it needs."""
-
-    provider: str = "Amazon S3"
-    access_key_id: str = "s3_access_key_id"
-    secret: str = "s3_secret_access_key"
-    bucket: str = "s3_bucket_name"
-    endpoint: str | None = None
-    region: str | None = None
-    permissions: str = "s3:PutObject and s3:DeleteObject (plus s3:AbortMultipartUpload)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,31 +414,10 @@ class S3ProtocolStore(Store):
         )
 
     def _region_message(self, exc: ClientError) -> str:
-        lab = self.labels
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         found = headers.get("x-amz-bucket-region") or exc.response.get("Error", {}).get("Region")
         region = found if isinstance(found, str) and _SAFE_REGION.fullmatch(found) else None
-        if region is None:
-            head = (
-                f"bucket {self.bucket!r} is not in region {self.region!r} and {lab.provider} "
-                "did not say which region it is in"
-            )
-            fix = (
-                f"set {lab.region} to the bucket's region"
-                if lab.region
-                else ("check that the bucket is in a standard AWS region (not China or GovCloud)")
-            )
-        else:
-            head = f"bucket {self.bucket!r} is in region {region!r}, not {self.region!r}"
-            fix = (
-                f"set {lab.region} to {region!r}"
-                if lab.region
-                else (
-                    "the request could not be redirected there; check that the bucket is in a "
-                    "standard AWS region (not China or GovCloud)"
-                )
-            )
-        return f"{head}: {fix}"
+        return region_message(self.labels, self.bucket, self.region, region)
 
 
 class _MeteredOSUtils(OSUtils):  # type: ignore[misc]
