@@ -213,7 +213,10 @@ def test_container_name_rejected(name: str) -> None:
 )
 def test_account_key_must_be_base64_and_is_never_echoed(key: str, fragment: str) -> None:
     errors = _errors(_fields(azure_account_key=key))
-    assert list(errors) == ["azure_account_key"]
+    # blank is "not given": then the SAS token is the other way, named too
+    assert list(errors) == (
+        ["azure_account_key", "azure_sas_token"] if not key.strip() else ["azure_account_key"]
+    )
     assert fragment in errors["azure_account_key"]
     if key:
         assert key not in str(errors)
@@ -225,13 +228,16 @@ def test_required_fields() -> None:
         del params[name]
     assert _errors(params) == {
         "azure_account_name": "required",
-        "azure_account_key": "required",
         "azure_container_name": "required",
     }
+    params["azure_account_name"], params["azure_container_name"] = "abc", "abc"
+    errors = _errors(params)
+    assert set(errors) == {"azure_account_key", "azure_sas_token"}
+    assert all("either azure_account_key or azure_sas_token" in m for m in errors.values())
 
 
 def test_unknown_field_is_rejected() -> None:
-    assert "azure_sas_token" in _errors(_fields(azure_sas_token="x"))
+    assert "azure_sas" in _errors(_fields(azure_sas="x"))
 
 
 @pytest.mark.parametrize(
@@ -269,12 +275,8 @@ def test_endpoint_default_and_override() -> None:
 
 def test_type_declaration() -> None:
     dtype = parse_destination(_fields()).destination_type
-    assert dtype.secret_fields == frozenset({"azure_account_key"})
-    assert dtype.required_fields == (
-        "azure_account_name",
-        "azure_account_key",
-        "azure_container_name",
-    )
+    assert dtype.secret_fields == frozenset({"azure_account_key", "azure_sas_token"})
+    assert dtype.required_fields == ("azure_account_name", "azure_container_name")
     assert dtype.endpoint_fields == ("azure_endpoint",)
     assert dtype.prefix_field == "azure_path_prefix"
     schema = dtype.fields.model_json_schema()["properties"]
@@ -784,3 +786,147 @@ def test_progress_adds_up_and_moves_at_least_every_percent(
 def test_progress_outside_a_delivery_is_harmless(azurite: Azurite, container: str) -> None:
     with _store(azurite.blob_endpoint, container) as store:
         store.put("progress/quiet.txt", io.BytesIO(b"quiet"), size=5, content_type=None)
+
+
+# --- azure_sas_token (least privilege) and azure_access_tier -------------------------------
+
+
+def _container_sas(container: str, *, expired: bool = False, **permissions: bool) -> str:
+    """A container SAS signed by the SDK with azurite's account key."""
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    now = datetime.now(UTC)
+    return generate_container_sas(
+        AZURITE_ACCOUNT_NAME,
+        container,
+        account_key=AZURITE_ACCOUNT_KEY,
+        permission=ContainerSasPermissions(**permissions),
+        start=now - timedelta(hours=2),
+        expiry=now - timedelta(hours=1) if expired else now + timedelta(hours=1),
+    )
+
+
+def _sas_params(endpoint: str, container: str, sas: str, **overrides: object) -> dict[str, object]:
+    params = _params(endpoint, container, azure_sas_token=sas, **overrides)
+    del params["azure_account_key"]
+    return params
+
+
+class TestAzureSasConformance(TestAzureConformance):
+    """The same suite with a container SAS of create + write + delete only (sp=cwd)."""
+
+    @pytest.fixture
+    def destination(self, proxied_endpoint: str, container: str) -> Destination:
+        sas = _container_sas(container, create=True, write=True, delete=True)
+        return parse_destination(_sas_params(proxied_endpoint, container, sas))
+
+    @pytest.fixture
+    def bad_credentials_destination(self, proxied_endpoint: str, container: str) -> Destination:
+        sas = _container_sas(container, create=True, write=True, delete=True)
+        forged = sas.replace("sig=", "sig=AAAA")
+        return parse_destination(_sas_params(proxied_endpoint, container, forged))
+
+    @pytest.fixture
+    def missing_bucket_destination(self, proxied_endpoint: str) -> Destination:
+        sas = _container_sas("no-such-container", create=True, write=True, delete=True)
+        return parse_destination(_sas_params(proxied_endpoint, "no-such-container", sas))
+
+
+def test_sas_cwd_verifies_and_delivers(
+    azurite: Azurite, container: str, raw: ContainerClient
+) -> None:
+    from destinations import ResultFile, ResultSet, deliver
+
+    sas = _container_sas(container, create=True, write=True, delete=True)
+    destination = parse_destination(_sas_params(azurite.blob_endpoint, container, sas))
+    verify(destination, timeout=30)
+    files = [ResultFile(f"f{i}.csv", stream=io.BytesIO(b"a,b\n1,2\n")) for i in range(3)]
+    report = deliver(ResultSet("c", "C", "rs", files), [destination])
+    assert report.ok, report[0].error
+    assert [_read(raw, k) for k in report[0].keys] == [b"a,b\n1,2\n"] * 3
+
+
+def test_read_only_sas_fails_access_denied_at_put(azurite: Azurite, container: str) -> None:
+    sas = _container_sas(container, read=True, list=True)
+    destination = parse_destination(_sas_params(azurite.blob_endpoint, container, sas))
+    with pytest.raises(VerificationFailed) as info:
+        verify(destination, timeout=30)
+    assert (info.value.step, info.value.code) == ("put", "access_denied")
+    assert "azure_sas_token" in info.value.message and "sp=cwd" in info.value.message
+    assert sas not in f"{info.value} {info.value!r} {info.value.error!r}"
+
+
+def test_sas_without_delete_fails_at_delete(azurite: Azurite, container: str) -> None:
+    sas = _container_sas(container, create=True, write=True)
+    destination = parse_destination(_sas_params(azurite.blob_endpoint, container, sas))
+    with pytest.raises(VerificationFailed) as info:
+        verify(destination, timeout=30)
+    assert (info.value.step, info.value.code) == ("delete", "access_denied")
+    assert info.value.probe_left is True
+
+
+def test_expired_sas_fails_clearly(azurite: Azurite, container: str) -> None:
+    sas = _container_sas(container, expired=True, create=True, write=True, delete=True)
+    destination = parse_destination(_sas_params(azurite.blob_endpoint, container, sas))
+    with pytest.raises(VerificationFailed) as info:
+        verify(destination, timeout=30)
+    assert info.value.step == "put"
+    assert info.value.code in ("invalid_credentials", "access_denied")
+    assert "azure_sas_token" in info.value.message
+    text = f"{info.value} {info.value!r} {info.value.error!r}"
+    assert sas not in text and sas.split("sig=")[1].split("&")[0] not in text
+
+
+def test_sas_token_is_secret_and_checked(container: str) -> None:
+    sas = _container_sas(container, create=True, write=True, delete=True)
+    destination = parse_destination(_sas_params("https://a.example", container, "?" + sas))
+    assert destination.settings.azure_sas_token.get_secret_value() == sas  # type: ignore[attr-defined]
+    text = f"{destination!r} {destination} {destination.to_params()}"
+    assert sas not in text and "sig=" not in text
+    for bad, fragment in (("sp=r&se=x", "missing sv, sig"), ("https://a/b?" + sas, "not a URL")):
+        errors = _errors(_fields(azure_account_key="", azure_sas_token=bad))
+        assert list(errors) == ["azure_sas_token"] and fragment in errors["azure_sas_token"]
+        assert bad not in str(errors)
+    both = _errors(_fields(azure_sas_token=sas))
+    assert set(both) == {"azure_account_key", "azure_sas_token"}
+
+
+def test_access_tier_on_probe_and_data_puts(
+    azurite: Azurite, container: str, raw: ContainerClient
+) -> None:
+    """x-ms-access-tier on Put Blob and on Put Block List (never on Put Block); azurite
+    stores the tier, read back through the raw SDK."""
+    from tests.emulators.recording_proxy import RecordingProxy
+
+    with RecordingProxy(azurite.base_url) as proxy:
+        endpoint = f"{proxy.endpoint}/{AZURITE_ACCOUNT_NAME}"
+        destination = parse_destination(_params(endpoint, container, azure_access_tier="Cool"))
+        verify(destination, timeout=30)
+        options = StoreOptions(multipart_threshold=1 * MiB, part_size=1 * MiB, timeout=30.0)
+        with open_store(destination, options) as store:
+            store.put("tier/small.txt", io.BytesIO(b"s"), size=1, content_type=None)
+            big = b"b" * (3 * MiB)
+            store.put("tier/big.bin", io.BytesIO(big), size=len(big), content_type=None)
+        puts = proxy.sent("PUT")
+        whole = [e for e in puts if "comp=block" not in e.query]  # Put Blob
+        lists = [e for e in puts if "comp=blocklist" in e.query]
+        blocks = [e for e in puts if "comp=block&" in e.query or e.query.endswith("comp=block")]
+        assert len(whole) == 2 and len(lists) == 1 and blocks
+        assert all(e.headers.get("x-ms-access-tier") == "Cool" for e in whole + lists)
+        assert all("x-ms-access-tier" not in e.headers for e in blocks)
+    for key in ("tier/small.txt", "tier/big.bin"):
+        assert raw.get_blob_client(key).get_blob_properties().blob_tier == "Cool"
+
+
+def test_access_tier_field() -> None:
+    assert _settings(_fields(azure_access_tier="Archive")).azure_access_tier == "Archive"
+    assert _settings(_fields(azure_access_tier="")).azure_access_tier is None
+    assert list(_errors(_fields(azure_access_tier="Premium"))) == ["azure_access_tier"]
+    from destinations_azure import AzureFields
+
+    props = AzureFields.model_json_schema()["properties"]
+    enum = next(o["enum"] for o in props["azure_access_tier"]["anyOf"] if "enum" in o)
+    assert enum == ["Hot", "Cool", "Cold", "Archive"]
+    assert props["azure_sas_token"]["description"]

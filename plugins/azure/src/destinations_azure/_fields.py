@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Any, Literal
+from urllib.parse import parse_qs
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from destinations.plugin import (
     InvalidDestination,
@@ -16,7 +18,11 @@ from destinations.plugin import (
     check_endpoint_url,
 )
 
-__all__ = ["AzureFields"]
+__all__ = ["AzureAccessTier", "AzureFields"]
+
+#: Access tiers of block blobs (x-ms-access-tier).
+AzureAccessTier = Literal["Hot", "Cool", "Cold", "Archive"]
+_HOW_TO_AUTH = "give either azure_account_key or azure_sas_token, not both"
 
 _ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 _CONTAINER_NAME = re.compile(r"[a-z0-9](?:-?[a-z0-9])*")
@@ -30,8 +36,17 @@ class AzureFields(BaseModel):
     azure_account_name: str = Field(
         description="Storage account name: 3 to 24 lowercase letters and digits."
     )
-    azure_account_key: Secret = Field(
-        description="One of the storage account's access keys (key1 or key2), base64."
+    azure_account_key: Secret | None = Field(
+        default=None,
+        description="One of the storage account's access keys (key1 or key2), base64. "
+        "Or use azure_sas_token instead.",
+    )
+    azure_sas_token: Secret | None = Field(
+        default=None,
+        description="Instead of the account key: a shared access signature (the query string "
+        "'sv=…&sig=…', with or without '?'), ideally container-scoped with only create, "
+        "write and delete permissions (sp=cwd). Never shown again once saved; it stops "
+        "working at its expiry (se=…).",
     )
     azure_container_name: str = Field(
         description="Container to write to: 3 to 63 lowercase letters, digits and hyphens."
@@ -45,6 +60,53 @@ class AzureFields(BaseModel):
         description="Blob service URL, when not https://<account>.blob.core.windows.net "
         "(sovereign clouds, private endpoints, emulators).",
     )
+    azure_access_tier: AzureAccessTier | None = Field(
+        default=None,
+        description="Access tier of every blob written (x-ms-access-tier): Hot, Cool, Cold or "
+        "Archive. Unset: the account's default tier.",
+    )
+
+    @field_validator("azure_account_key", "azure_sas_token", "azure_access_tier", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("azure_sas_token")
+    @classmethod
+    def _check_sas_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip().removeprefix("?")
+        fields = parse_qs(text, keep_blank_values=True)
+        missing = [name for name in ("sv", "sig") if not fields.get(name)]
+        if missing or "://" in text:
+            raise InvalidDestination(
+                {
+                    "azure_sas_token": "is not a SAS token: paste only its query string "
+                    "(sv=…&sp=…&sig=…), not a URL"
+                    + (f" (missing {', '.join(missing)})" if missing and "://" not in text else "")
+                }
+            )
+        return SecretStr(text)
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> AzureFields:
+        if self.azure_account_key is None and self.azure_sas_token is None:
+            raise InvalidDestination(
+                {
+                    "azure_account_key": f"required: {_HOW_TO_AUTH}",
+                    "azure_sas_token": f"required: {_HOW_TO_AUTH}",
+                }
+            )
+        if self.azure_account_key is not None and self.azure_sas_token is not None:
+            raise InvalidDestination(
+                {"azure_account_key": _HOW_TO_AUTH, "azure_sas_token": _HOW_TO_AUTH}
+            )
+        return self
 
     @field_validator("azure_account_name")
     @classmethod
@@ -74,7 +136,9 @@ class AzureFields(BaseModel):
 
     @field_validator("azure_account_key")
     @classmethod
-    def _check_account_key(cls, value: SecretStr) -> SecretStr:
+    def _check_account_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
         text = value.get_secret_value().strip()
         try:
             decoded = base64.b64decode(text, validate=True)
@@ -100,6 +164,10 @@ class AzureFields(BaseModel):
             example="https://myaccount.blob.core.windows.net",
             path=True,  # azurite and other path-style services: http://host:port/account
         )
+
+    @property
+    def uses_sas(self) -> bool:
+        return self.azure_sas_token is not None
 
     @property
     def account_url(self) -> str:

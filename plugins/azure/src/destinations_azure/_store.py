@@ -8,6 +8,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import requests
+from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -16,7 +17,12 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
+from azure.storage.blob import (
+    ContainerClient,
+    ContentSettings,
+    ExponentialRetry,
+    StandardBlobTier,
+)
 from urllib3.util.retry import Retry
 
 from destinations.plugin import (
@@ -114,6 +120,18 @@ def _retry_policy(retries: int) -> ExponentialRetry:
     )
 
 
+def _credential(fields: AzureFields) -> Any:
+    """The SAS token (a string the SDK appends to every request URL, and redacts from its
+    logs) or the shared key."""
+    if fields.azure_sas_token is not None:
+        return AzureSasCredential(fields.azure_sas_token.get_secret_value())
+    assert fields.azure_account_key is not None
+    return {
+        "account_name": fields.azure_account_name,
+        "account_key": fields.azure_account_key.get_secret_value(),
+    }
+
+
 class AzureStore(Store):
     """One container client (one connection pool) per store, reused across calls."""
 
@@ -121,13 +139,12 @@ class AzureStore(Store):
         self.fields = fields
         self.options = options
         self._max_concurrency = max(1, min(options.max_connections, _MAX_BLOCK_THREADS))
+        tier = fields.azure_access_tier
+        self._tier = None if tier is None else StandardBlobTier(tier)
         self._container = ContainerClient(
             fields.account_url,
             fields.azure_container_name,
-            credential={
-                "account_name": fields.azure_account_name,
-                "account_key": fields.azure_account_key.get_secret_value(),
-            },
+            credential=_credential(fields),
             transport=_transport(
                 options, "azure_endpoint" if fields.azure_endpoint else "the Azure blob endpoint"
             ),
@@ -170,6 +187,7 @@ class AzureStore(Store):
                 overwrite=True,
                 content_settings=settings,
                 metadata=user_metadata,
+                standard_blob_tier=self._tier,  # Put Blob, or Put Block List: probe included
                 max_concurrency=self._max_concurrency,
                 **counting,
             )
@@ -321,6 +339,26 @@ def _http_error(exc: HttpResponseError, fields: AzureFields) -> StoreError:
     code = _error_code(exc)
     status = exc.status_code
     detail = str(getattr(exc, "message", "") or "").lower()
+    sas = fields.azure_sas_token is not None
+    if sas and (
+        code in _AUTH_FAILED or (code == "AuthorizationFailure" and "authenticate" in detail)
+    ):
+        return StoreError(
+            "invalid_credentials",
+            f"storage account {account!r} rejected azure_sas_token ({code}): it is expired "
+            "or not yet valid (se=/st=), revoked, or not signed by this account's key; "
+            "generate a new container SAS",
+            provider_code=code,
+            status=status,
+        )
+    if sas and (code in _DENIED or (code is None and status == 403)):
+        return StoreError(
+            "access_denied",
+            f"azure_sas_token may not write to {where} ({code or 403}): it needs create, "
+            "write and delete permissions (sp=cwd) on this container",
+            provider_code=code or "403",
+            status=status,
+        )
     if code in _AUTH_FAILED or (
         code == "AuthorizationFailure" and "failed to authenticate" in detail
     ):
