@@ -112,6 +112,9 @@ class Receiver:
                         {
                             "event": event,
                             "event_id": self.headers.get(EVENT_HEADER),
+                            "timestamp": timestamp,
+                            "signature": signature,
+                            "body": body,
                             "good": good,
                             "status": status,
                             "at": time.monotonic(),

@@ -116,7 +116,7 @@ def fetch_to_file(
                     total=None, connect=0, read=0, status=0, other=0, redirect=3
                 )
             )
-        except (HTTPError, OSError) as exc:
+        except (HTTPError, OSError, EndpointNotAllowed) as exc:
             raise _transport_error(exc, f"{what}: fetching its url failed") from exc
         try:
             if response.status >= 300:

@@ -30,7 +30,7 @@ from typing import Final, final
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from ._errors import transient_status
+from ._errors import EndpointNotAllowed, transient_status
 from ._fetch import _transport_error, guarded_pool_manager
 
 __all__ = [
@@ -143,7 +143,7 @@ class WebhookSender:
                 timeout=urllib3.Timeout(total=self.policy.timeout),
                 preload_content=False,
             )
-        except (HTTPError, OSError) as exc:
+        except (HTTPError, OSError, EndpointNotAllowed) as exc:
             error = _transport_error(exc, "posting the event failed")
             return AttemptResult(
                 None, error.message, error.transient, time.monotonic() - started
