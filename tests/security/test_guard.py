@@ -240,3 +240,55 @@ def test_special_block_reads_strings_and_addresses() -> None:
     assert block is not None and block.rule == "a private address"
     assert _guard.special_block(ipaddress.ip_address("10.1.2.3")) == block
     assert _guard.special_block("8.8.8.8") is None
+
+
+def test_check_host_resolves_and_checks_every_address(
+    guard_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+    asked: list[tuple[object, object]] = []
+
+    def fake(host: str, port: object, *args: object, **kwargs: object) -> list[object]:
+        asked.append((host, port))
+        if host == "public.test":
+            return real("8.8.8.8", port, *args)  # type: ignore[arg-type]
+        if host == "mixed.test":
+            return [*real("8.8.8.8", port, *args), *real("10.0.0.1", port, *args)]  # type: ignore[arg-type]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)  # nothing is connected to here
+    _guard.check_host("[public.test]", 8443, label="proxy")
+    assert asked[-1] == ("public.test", 8443)
+    with pytest.raises(EndpointNotAllowed) as caught:
+        _guard.check_host("mixed.test", 443, label="s3_endpoint")
+    assert caught.value.message.startswith("s3_endpoint host mixed.test resolves to an address")
+    assert (caught.value.address, caught.value.rule) == ("10.0.0.1", "a private address")
+    monkeypatch.setenv("DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS", "1")
+    _guard.check_host("mixed.test", 443, label="s3_endpoint")  # lifted: not even resolved
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [("1", True), ("true", True), ("TRUE", True), (" True ", True), ("", False), ("0", False)],
+)
+def test_the_allow_switch_values(
+    value: str, allowed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS", value)
+    assert _guard.private_endpoints_allowed() is allowed
+    monkeypatch.delenv("DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS")
+    assert _guard.private_endpoints_allowed() is False
+
+
+def test_https_passes_the_save_time_check_and_http_is_refused_by_name(guard_on: None) -> None:
+    check_endpoint_scheme("s3_endpoint", "https://s3.example.com")
+    check_endpoint_scheme("s3_endpoint", " HTTPS://s3.example.com")
+    with pytest.raises(InvalidDestination) as caught:
+        check_endpoint_scheme("s3_endpoint", "http://s3.example.com")
+    assert caught.value.errors == {
+        "s3_endpoint": "must be an https:// URL (plain http is allowed only when the operator "
+        "sets DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS=1, for local development)"
+    }
+    with pytest.raises(EndpointNotAllowed) as refused:
+        _guard.refuse_plain_http("s3.example.com", label="s3_endpoint")
+    assert (refused.value.address, refused.value.rule) == ("s3.example.com", "plain http")
