@@ -34,7 +34,14 @@ from destinations import (
 from destinations._progress import reporting_progress
 from destinations.plugin import MiB
 from destinations.testing import ObjectMeta, StoreConformance
-from destinations_oss import REGIONS, OssStore, default_endpoint, map_error, signing_region
+from destinations_oss import (
+    REGIONS,
+    OssFields,
+    OssStore,
+    default_endpoint,
+    map_error,
+    signing_region,
+)
 from tests.delivery.faulty_proxy import FaultyProxy
 from tests.emulators.fixtures import OSS_BUCKET, OSS_CREDENTIALS
 from tests.emulators.oss_double import OssDouble, OssError
@@ -165,7 +172,13 @@ def test_type_metadata() -> None:
         "oss_bucket_name",
         "oss_region_id",
     )
-    assert set(dtype.optional_fields) == {"oss_path_prefix", "oss_endpoint"}
+    assert set(dtype.optional_fields) == {
+        "oss_path_prefix",
+        "oss_endpoint",
+        "oss_server_side_encryption",
+        "oss_kms_key_id",
+        "oss_storage_class",
+    }
     assert dtype.secret_fields == {"oss_secret_key"}
     assert dtype.masked_fields == ("oss_access_key",)
     assert dtype.endpoint_fields == ("oss_endpoint",)
@@ -786,3 +799,84 @@ def test_schema_region_is_an_enum_and_every_field_is_described() -> None:
     assert schema["oss_region_id"]["enum"] == list(REGIONS)
     for name, prop in schema.items():
         assert prop.get("description"), name
+
+
+# --- server-side encryption and storage class ---------------------------------------------
+
+_OSS_OPTION_HEADERS = {
+    "x-oss-server-side-encryption",
+    "x-oss-server-side-encryption-key-id",
+    "x-oss-storage-class",
+}
+_KMS_OPTIONS = {
+    "oss_server_side_encryption": "KMS",
+    "oss_kms_key_id": "9468da86-3509-4f8d-a61e-6eab1eac0000",
+    "oss_storage_class": "IA",
+}
+
+
+class TestOssWithUploadOptionsConformance(TestOssConformance):
+    """The suite again with SSE-KMS and a storage class set (the double checks the V4
+    signature, which covers every x-oss-* header)."""
+
+    @pytest.fixture
+    def destination(self, oss_proxy: CountingProxy) -> Destination:
+        return parse_destination(oss_params(oss_proxy.endpoint, **_KMS_OPTIONS))
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            _KMS_OPTIONS,
+            {
+                "x-oss-server-side-encryption": "KMS",
+                "x-oss-server-side-encryption-key-id": "9468da86-3509-4f8d-a61e-6eab1eac0000",
+                "x-oss-storage-class": "IA",
+            },
+        ),
+        (
+            {"oss_server_side_encryption": "AES256", "oss_storage_class": "ColdArchive"},
+            {"x-oss-server-side-encryption": "AES256", "x-oss-storage-class": "ColdArchive"},
+        ),
+        ({}, {}),
+    ],
+)
+def test_upload_options_on_probe_and_data_puts(
+    oss_double: OssDouble, fields: dict[str, str], expected: dict[str, str]
+) -> None:
+    """The double does not keep these headers: the recording proxy checks what was sent on
+    the probe's PutObject, a data PutObject and InitiateMultipartUpload (not on parts)."""
+    from tests.emulators.recording_proxy import RecordingProxy
+
+    with RecordingProxy(oss_double.endpoint) as proxy:
+        destination = parse_destination(oss_params(proxy.endpoint, **fields))
+        verify(destination, timeout=30)
+        options = StoreOptions(multipart_threshold=200 * 1024, part_size=100 * 1024)
+        with open_store(proxy.endpoint, options, **fields) as store:
+            store.put("opts/small.txt", io.BytesIO(b"s"), size=1, content_type=None)
+            big = b"o" * (250 * 1024)
+            store.put("opts/big.bin", io.BytesIO(big), size=len(big), content_type=None)
+        carrying = [e for e in proxy.sent("PUT") if "partNumber" not in e.query]
+        carrying += proxy.sent("POST", query_has="uploads")
+        assert len(carrying) == 3
+        for exchange in carrying:
+            sent = {k: v for k, v in exchange.headers.items() if k in _OSS_OPTION_HEADERS}
+            assert sent == expected, exchange.path
+        parts = [e for e in proxy.sent("PUT") if "partNumber" in e.query]
+        assert len(parts) == 3
+        assert all(not (_OSS_OPTION_HEADERS & set(e.headers)) for e in parts)
+
+
+def test_upload_option_fields() -> None:
+    assert list(field_errors(oss_kms_key_id="k1")) == ["oss_kms_key_id"]
+    assert list(field_errors(oss_server_side_encryption="SM4")) == ["oss_server_side_encryption"]
+    assert list(field_errors(oss_storage_class="STANDARD_IA")) == ["oss_storage_class"]
+    blank = parse_destination(
+        oss_params(None, oss_server_side_encryption="", oss_kms_key_id="", oss_storage_class="")
+    ).settings
+    assert blank.oss_server_side_encryption is blank.oss_storage_class is None
+    props = OssFields.model_json_schema()["properties"]
+    enum = next(o["enum"] for o in props["oss_storage_class"]["anyOf"] if "enum" in o)
+    assert enum == ["Standard", "IA", "Archive", "ColdArchive", "DeepColdArchive"]
+    assert props["oss_kms_key_id"]["description"]

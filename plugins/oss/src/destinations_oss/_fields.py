@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from destinations.plugin import (
     AccessKeyId,
@@ -17,7 +17,20 @@ from destinations.plugin import (
     check_endpoint_url,
 )
 
-__all__ = ["REGIONS", "OssFields", "default_endpoint", "signing_region"]
+__all__ = [
+    "REGIONS",
+    "OssFields",
+    "OssServerSideEncryption",
+    "OssStorageClass",
+    "default_endpoint",
+    "signing_region",
+]
+
+#: Server-side encryption OSS applies to every object (x-oss-server-side-encryption).
+OssServerSideEncryption = Literal["AES256", "KMS"]
+#: OSS storage classes (x-oss-storage-class).
+OssStorageClass = Literal["Standard", "IA", "Archive", "ColdArchive", "DeepColdArchive"]
+_KMS_KEY_ID = re.compile(r"[\w:/+=,.@-]{1,256}")
 
 #: The regions the Destinations API accepts for ``oss_region_id`` (an enum in the schema).
 Region = Literal[
@@ -89,6 +102,60 @@ class OssFields(BaseModel):
         description="Endpoint URL overriding https://<oss_region_id>.aliyuncs.com, e.g. an "
         "internal (VPC) endpoint. Optional.",
     )
+
+    oss_server_side_encryption: OssServerSideEncryption | None = Field(
+        None,
+        description="Server-side encryption of every object (x-oss-server-side-encryption): "
+        "'AES256' (OSS-managed keys) or 'KMS' (a KMS key). Unset: the bucket's default.",
+    )
+    oss_kms_key_id: str | None = Field(
+        None,
+        description="KMS key id for 'KMS' (x-oss-server-side-encryption-key-id). Unset with "
+        "'KMS': the OSS default managed key. The RAM user also needs kms:GenerateDataKey "
+        "and kms:Decrypt on it.",
+    )
+    oss_storage_class: OssStorageClass | None = Field(
+        None,
+        description="Storage class of every object (x-oss-storage-class): Standard, IA, "
+        "Archive, ColdArchive or DeepColdArchive. Unset: the bucket's class.",
+    )
+
+    @field_validator(
+        "oss_server_side_encryption", "oss_kms_key_id", "oss_storage_class", mode="before"
+    )
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("oss_kms_key_id")
+    @classmethod
+    def _kms_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        key = value.strip()
+        if not _KMS_KEY_ID.fullmatch(key):
+            raise InvalidDestination(
+                {"oss_kms_key_id": "must be a KMS key id (letters, digits and :/+=,.@_-)"}
+            )
+        return key
+
+    @model_validator(mode="after")
+    def _kms_needs_kms(self) -> OssFields:
+        if self.oss_kms_key_id is not None and self.oss_server_side_encryption != "KMS":
+            raise InvalidDestination({"oss_kms_key_id": "needs oss_server_side_encryption 'KMS'"})
+        return self
+
+    def upload_headers(self) -> dict[str, str]:
+        """The headers every PutObject and InitiateMultipartUpload carries (the probe too);
+        never UploadPart or CompleteMultipartUpload."""
+        headers: dict[str, str] = {}
+        if self.oss_server_side_encryption is not None:
+            headers["x-oss-server-side-encryption"] = self.oss_server_side_encryption
+        if self.oss_kms_key_id is not None:
+            headers["x-oss-server-side-encryption-key-id"] = self.oss_kms_key_id
+        if self.oss_storage_class is not None:
+            headers["x-oss-storage-class"] = self.oss_storage_class
+        return headers
 
     @field_validator("oss_bucket_name")
     @classmethod

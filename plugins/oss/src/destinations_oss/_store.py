@@ -148,6 +148,7 @@ class OssStore(Store):
         self.options = options
         self.bucket_name = fields.oss_bucket_name
         self.region_id = fields.oss_region_id
+        self._upload_headers = fields.upload_headers()
         self.endpoint = fields.oss_endpoint or default_endpoint(fields.oss_region_id)
         self.host = urlsplit(self.endpoint).hostname or self.endpoint
         retries = max(0, options.retries)
@@ -197,6 +198,7 @@ class OssStore(Store):
     ) -> None:
         counter = ByteCounter(upload_progress(), size)
         headers = metadata_headers(metadata)
+        headers.update(self._upload_headers)  # encryption, storage class: the probe too
         encoding = check_content_encoding(content_encoding)
         if content_type:
             headers["Content-Type"] = content_type
