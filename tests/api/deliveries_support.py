@@ -3,6 +3,7 @@ holds requests) and a webhook receiver that checks every signature and counts ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -60,10 +61,8 @@ class FileServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(OSError):  # the client may be gone (SIGKILL)
                     self.wfile.write(body)
-                except OSError:
-                    pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
