@@ -23,7 +23,15 @@ from ._guard import (
     private_endpoints_allowed,
     refuse_plain_http,
 )
-from ._progress import ProgressCallback, upload_progress
+from ._progress import (
+    MAX_BODY_CHUNK,
+    ByteCounter,
+    CountingBody,
+    ProgressCallback,
+    current_counter,
+    sending_with,
+    upload_progress,
+)
 from ._retry import retry_part
 from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
 from ._toolkit import (
@@ -37,7 +45,10 @@ from ._toolkit import (
 )
 
 __all__ = [
+    "MAX_BODY_CHUNK",
     "AccessKeyId",
+    "ByteCounter",
+    "CountingBody",
     "DestinationType",
     "EndpointNotAllowed",
     "InvalidDestination",
@@ -55,6 +66,7 @@ __all__ = [
     "check_endpoint_url",
     "check_host",
     "classify_transport_error",
+    "current_counter",
     "exception_chain",
     "find_refusal",
     "guarded_create_connection",
@@ -65,6 +77,7 @@ __all__ = [
     "read_exactly",
     "refuse_plain_http",
     "retry_part",
+    "sending_with",
     "source_size",
     "upload_progress",
 ]

@@ -26,13 +26,17 @@ from azure.storage.blob import (
 from urllib3.util.retry import Retry
 
 from destinations.plugin import (
+    MAX_BODY_CHUNK,
+    ByteCounter,
     Source,
     Store,
     StoreError,
     StoreOptions,
     classify_transport_error,
+    current_counter,
     find_refusal,
     open_source,
+    sending_with,
     source_size,
     upload_progress,
 )
@@ -40,7 +44,6 @@ from destinations.requests_guard import GuardedAdapter
 
 from ._fields import AzureFields
 from ._metadata import check_content_encoding, check_metadata
-from ._progress import MAX_CHUNK, ByteCounter, current_counter, sending_with
 
 __all__ = ["AzureStore", "map_error"]
 
@@ -60,7 +63,7 @@ class _PooledAdapter(GuardedAdapter):
     sends) that counts the body of a request sent with a byte counter."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("blocksize", MAX_CHUNK)
+        kwargs.setdefault("blocksize", MAX_BODY_CHUNK)
         super().init_poolmanager(*args, **kwargs)
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:

@@ -17,22 +17,24 @@ import requests
 from urllib3.util.retry import Retry
 
 from destinations.plugin import (
+    ByteCounter,
     MiB,
     Source,
     Store,
     StoreError,
     StoreOptions,
     classify_transport_error,
+    current_counter,
     find_refusal,
     open_source,
     retry_part,
+    sending_with,
     upload_progress,
 )
 from destinations.requests_guard import GuardedAdapter
 
 from ._fields import _HOST_RE, OssFields, default_endpoint, signing_region
 from ._metadata import check_content_encoding, metadata_headers
-from ._progress import ByteCounter, current_counter, sending_with
 
 __all__ = ["MAX_PARTS", "MAX_PART_SIZE", "MIN_PART_SIZE", "OssStore", "map_error"]
 
