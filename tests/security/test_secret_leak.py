@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from starlette.testclient import TestClient
 
 from destinations import CODES, parse_destination
 from destinations.api import create_api_key, create_app
 from destinations.cli import main as cli
 from tests.api import vaultplugin
+from tests.emulators.servers import Azurite
 
 # A distinctive prefix: no generated secret can be a substring of ordinary output.
 secrets = st.text(
@@ -151,3 +151,63 @@ def test_no_secret_in_any_output(
 
 def test_report_secret_leak_figure() -> None:
     print(f"\nsecret leak: {TOTALS}")
+
+
+def test_azure_sas_token_never_in_any_output(
+    client_and_key: tuple[TestClient, str],
+    debug_logs: io.StringIO,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real container SAS on azurite: saved (verified), refused (read-only, expired), listed,
+    fetched, through the CLI and the DEBUG logs of the Azure SDK."""
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    monkeypatch.setenv("DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS", "1")
+    client, key = client_and_key
+    container = "leak-sas"
+    azurite.create_container(container)
+    now = datetime.now(UTC)
+
+    def sas(expiry: timedelta, **permissions: bool) -> str:
+        return generate_container_sas(
+            azurite.account_name,
+            container,
+            account_key=azurite.account_key,
+            permission=ContainerSasPermissions(**permissions),
+            start=now - timedelta(hours=2),
+            expiry=now + expiry,
+        )
+
+    tokens = [
+        sas(timedelta(hours=1), create=True, write=True, delete=True),
+        sas(timedelta(hours=1), read=True),
+        sas(timedelta(hours=-1), create=True, write=True, delete=True),
+    ]
+    outputs: list[str] = []
+    statuses = []
+    for token in tokens:
+        params = {
+            "name": "sas",
+            "enabled": True,
+            "type": "azure",
+            "azure_account_name": azurite.account_name,
+            "azure_container_name": container,
+            "azure_endpoint": azurite.blob_endpoint,
+            "azure_sas_token": token,
+        }
+        response = client.post("/destinations", params={"api_key": key}, json=params)
+        statuses.append(response.status_code)
+        outputs += [response.text, str(dict(response.headers))]
+        result = CliRunner().invoke(
+            cli, ["verify", *[x for k, v in params.items() for x in ("-p", f"{k}={v}")]]
+        )
+        outputs += [result.output, result.stderr]
+    outputs.append(client.get("/destinations", params={"api_key": key}).text)
+    outputs.append(debug_logs.getvalue())
+    assert statuses[0] == 200 and statuses[1] != 200 and statuses[2] != 200
+    signatures = [t.split("sig=")[1].split("&")[0] for t in tokens]
+    found = sum(text.count(s) for text in outputs for s in (*tokens, *signatures))
+    assert found == 0

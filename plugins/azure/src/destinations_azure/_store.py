@@ -3,6 +3,8 @@ mapping of SDK exceptions to :class:`StoreError`. Imported the first time a stor
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -121,6 +123,25 @@ def _retry_policy(retries: int) -> ExponentialRetry:
         retry_read=n,
         retry_status=n,
     )
+
+
+_SAS_SIGNATURE = re.compile(r"([?&]sig=)[^&\s\"']+", re.IGNORECASE)
+
+
+class _RedactSasSignature(logging.Filter):
+    """urllib3 logs each request line at DEBUG, query string included: with a SAS token
+    that is its signature (``sig=``), a bearer secret. This filter, on urllib3's connection
+    pool logger, replaces the value with ``REDACTED`` before any handler sees it (azure-core's
+    own HTTP logging already redacts query parameters)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "sig=" in text.lower():
+            record.msg, record.args = _SAS_SIGNATURE.sub(r"\1REDACTED", text), None
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactSasSignature())
 
 
 def _credential(fields: AzureFields) -> Any:
