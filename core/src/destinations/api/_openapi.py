@@ -86,7 +86,11 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
                 "errors": {
                     "type": "object",
                     "additionalProperties": {"type": "string"},
-                    "description": "Each invalid field and what is wrong with it.",
+                    "description": "Each invalid field and what is wrong with it (at most 20).",
+                },
+                "more_errors": {
+                    "type": "integer",
+                    "description": "How many more invalid fields there were than listed.",
                 },
                 "connectivity_problem": {"type": "boolean"},
                 "step": {"type": "string", "enum": ["put", "delete"]},
@@ -144,18 +148,36 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
         reasons = {
             "400": "Invalid parameters, limit reached, or failed verification "
             "(connectivity_problem)",
-            "401": "Supplied api_key is not valid",
+            "401": "Supplied api_key is missing or not valid",
             "404": "Not found",
-            "409": "Changed concurrently; retry",
+            "408": "The request body did not arrive in time",
+            "409": "Changed concurrently, or the Idempotency-Key was used with another body "
+            "(or its first request is still running); retry",
             "413": "Body too large",
-            "429": "Too many verification attempts; retry after Retry-After seconds",
+            "429": "Too many verification attempts, or the account's share of verification "
+            "capacity is in use; retry after Retry-After seconds",
+        }
+        retry_after = {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
         }
         for code in ("401", *codes):
             out[code] = {
                 "description": reasons[code],
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
+            if code == "429":
+                out[code]["headers"] = retry_after
         return out
+
+    idempotency_key = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+        "description": "Repeating a create with the same key and body within 24 hours returns "
+        "the original response (marked Idempotent-Replayed: true) instead of creating again; "
+        "the same key with another body is 409.",
+    }
 
     api_key = {"name": "api_key", "in": "query", "required": True, "schema": {"type": "string"}}
     dest_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -177,9 +199,9 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
             "/destinations": {
                 "post": {
                     "summary": "Create a destination (verified first when enabled)",
-                    "parameters": [api_key],
+                    "parameters": [api_key, idempotency_key],
                     "requestBody": body("DestinationParams"),
-                    "responses": responses(one, "400", "413", "429"),
+                    "responses": responses(one, "400", "408", "409", "413", "429"),
                 },
                 "get": {
                     "summary": "List destinations (10 per page)",
@@ -220,7 +242,7 @@ def build_openapi(types: list[str]) -> dict[str, Any]:
                     "summary": "Update a destination (partial)",
                     "parameters": [api_key, dest_id],
                     "requestBody": body("DestinationParams", partial=True),
-                    "responses": responses(one, "400", "404", "409", "413", "429"),
+                    "responses": responses(one, "400", "404", "408", "409", "413", "429"),
                 },
                 "delete": {
                     "summary": "Delete a destination",
