@@ -39,7 +39,7 @@ import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from destinations.plugin import (
@@ -70,6 +70,8 @@ from ._labels import (
 )
 
 if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3CredentialProvider
+
     from ._tunnel import Ticket
 
 __all__ = ["ENGINE_ENV", "NativeS3Store", "native_unsupported", "open_native"]
@@ -227,13 +229,17 @@ class NativeS3Store(Store):
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
         self._guard_label = self.labels.endpoint or f"the {self.labels.provider} endpoint"
-        credentials = {
+        credentials: dict[str, Any] = {
             "access_key_id": access_key_id,
             "secret_access_key": secret_access_key,
             "token": None,
             "expires_at": None,
         }
-        self._credentials = lambda: credentials  # never in a repr or a message
+
+        def given() -> dict[str, Any]:
+            return credentials
+
+        self._credentials = given  # never in a repr or a message
         self._lock = threading.Lock()
         self._direct: Any = None
         self._tunneled: Any = None
@@ -275,9 +281,9 @@ class NativeS3Store(Store):
             disable_bulk_delete=True,  # one DELETE per key, never POST ?delete
             # https protects the body; over plain http the payload hash is signed (as boto3)
             unsigned_payload=self._https,
-            client_options=client,
+            client_options=cast("ClientConfig", client),
             retry_config={"max_retries": max(0, self.options.retries)},
-            credential_provider=self._credentials,
+            credential_provider=cast("S3CredentialProvider", self._credentials),
         )
 
     def _client(self) -> tuple[Any, Ticket | None]:
