@@ -327,3 +327,25 @@ def test_only_an_empty_database_gets_a_new_key_file(tmp_path: Path, vault: objec
     with pytest.raises(SecretsUnreadable, match="k.db.key is missing"):
         create_app(database_url=url, local_root=tmp_path)
     assert not (tmp_path / "k.db.key").exists()
+
+
+def test_the_stored_idempotency_fingerprint_is_keyed_not_a_plain_hash(
+    app: Starlette, client: TestClient, api_key: str
+) -> None:
+    """A request body holds secrets: what is stored to match replays must not let anyone
+    holding the database check guessed secrets offline."""
+    import hashlib
+    import json
+
+    body = _vault("fingerprinted")
+    response = client.post("/destinations", params={"api_key": api_key}, json=body,
+                           headers={"Idempotency-Key": "fp-1"})  # fmt: skip
+    assert response.status_code == 200
+    with app.state.engine.begin() as connection:
+        (stored,) = connection.execute(
+            sa.text("SELECT request_hash FROM idempotency_keys WHERE key = 'fp-1'")
+        ).one()
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    # it is the fingerprint of exactly this body, and not its plain sha256
+    assert stored == app.state.service.repository.box.fingerprint(canonical.encode())
+    assert stored != hashlib.sha256(canonical.encode()).hexdigest()

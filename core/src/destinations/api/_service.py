@@ -7,7 +7,6 @@ It validates, verifies and refuses; the repository (:mod:`destinations.persisten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -141,10 +140,10 @@ class DestinationService:
 
     # -- Idempotency-Key --------------------------------------------------------------------
 
-    @staticmethod
-    def request_hash(params: Mapping[str, Any]) -> str:
+    def request_hash(self, params: Mapping[str, Any]) -> str:
+        """The body's keyed fingerprint (it holds secrets: never a plain hash)."""
         canonical = json.dumps(params, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return self.repository.box.fingerprint(canonical.encode())
 
     def claim(self, account_id: int, key: str, params: Mapping[str, Any]) -> Claim:
         """Claim ``key``: :class:`ApiError` 409 when it was used with another body or its

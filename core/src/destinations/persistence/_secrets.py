@@ -10,6 +10,9 @@ no configured key opens raises :class:`~destinations.SecretsUnreadable`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -49,6 +52,10 @@ class SecretBox:
             raise ValueError("at least one encryption key is needed")
         try:
             self._fernet = MultiFernet([Fernet(k) for k in keys])
+            newest = keys[0].encode() if isinstance(keys[0], str) else keys[0]
+            self._fingerprint_key = hmac.new(
+                base64.urlsafe_b64decode(newest), b"destinations request fingerprint", "sha256"
+            ).digest()
         except ValueError as exc:
             raise ValueError(
                 f"{source}: every key must be a Fernet key (32 url-safe "
@@ -57,6 +64,13 @@ class SecretBox:
 
     def encrypt(self, values: Mapping[str, Any]) -> str:
         return self._fernet.encrypt(json.dumps(dict(values)).encode()).decode()
+
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed digest of ``data`` (HMAC-SHA256 with a key derived from the newest
+        encryption key): equal data gives equal fingerprints, and a fingerprint stored in the
+        database reveals nothing about data that holds secrets (a plain hash of a request body
+        could be checked against guessed secrets offline)."""
+        return hmac.new(self._fingerprint_key, data, hashlib.sha256).hexdigest()
 
     def rotate(self, token: str) -> str:
         """``token`` re-encrypted with the newest key (decrypted with whichever key fits)."""
