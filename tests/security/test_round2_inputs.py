@@ -287,7 +287,7 @@ def test_cli_reads_param_values_from_files_and_the_environment(
     (tmp_path / "out").mkdir()
     (tmp_path / "dir.txt").write_text(f"{tmp_path / 'out'}\n")
     ok = CliRunner().invoke(
-        main, ["verify", "-p", "type=local", f"-p", f"local_directory=@{tmp_path / 'dir.txt'}"]
+        main, ["verify", "-p", "type=local", "-p", f"local_directory=@{tmp_path / 'dir.txt'}"]
     )
     assert ok.exit_code == 0, ok.output
     monkeypatch.setenv("ROUND2_DIR", str(tmp_path / "out"))
