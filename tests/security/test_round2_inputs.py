@@ -324,7 +324,7 @@ def test_only_an_empty_database_gets_a_new_key_file(tmp_path: Path, vault: objec
     app.state.engine.dispose()
     assert oct((tmp_path / "k.db").stat().st_mode & 0o777) == "0o600"
     os.remove(tmp_path / "k.db.key")
-    with pytest.raises(SecretsUnreadable, match="k.db.key is missing"):
+    with pytest.raises(SecretsUnreadable, match=r"k\.db\.key is missing"):
         create_app(database_url=url, local_root=tmp_path)
     assert not (tmp_path / "k.db.key").exists()
 
