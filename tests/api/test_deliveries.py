@@ -17,8 +17,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from destinations.api import create_api_key
-from destinations.persistence import DeliveryStore
-from destinations.persistence._deliveries import DeliveryRow, NewDelivery
+from destinations.persistence import DeliveryRow, DeliveryStore, NewDelivery
 from tests.api.deliveries_support import FileServer, wait_for
 from tests.delivery.conftest import (
     OSS_KEY,

@@ -22,8 +22,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from destinations.api import create_api_key
-from destinations.persistence import DeliveryStore
-from destinations.persistence._deliveries import WebhookEndpointRow
+from destinations.persistence import DeliveryStore, WebhookEndpointRow
 from tests.api.deliveries_support import Receiver, wait_for
 from tests.security.conftest import Recorder, destinations_cli
 

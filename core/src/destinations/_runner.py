@@ -42,16 +42,16 @@ from ._records import Destination, ResultFile, ResultSet
 from ._retry import RetryPolicy
 from ._store import StoreOptions
 from ._webhooks import WebhookPolicy, WebhookSender
-from .persistence import DestinationRepository
-from .persistence._deliveries import (
+from .persistence import (
     DeliveryStore,
+    DestinationRepository,
     DueWebhook,
     StoredDelivery,
     StoredTarget,
     event_id,
     log_entry,
+    utcnow,
 )
-from .persistence._tables import utcnow
 
 __all__ = ["DeliveryRunner", "FileUnavailable", "RunnerConfig", "open_files"]
 

@@ -400,7 +400,7 @@ main.add_command(_LazyCommand("serve", "destinations.api.cli:serve", "Run the HT
 main.add_command(_LazyCommand("keys", "destinations.api.cli:keys", "Manage API keys."))
 main.add_command(
     _LazyCommand(
-        "webhooks", "destinations.api._webhooks_cli:webhooks", "Manage completion webhooks."
+        "webhooks", "destinations.api.cli:webhooks", "Manage completion webhooks."
     )
 )
 main.add_command(

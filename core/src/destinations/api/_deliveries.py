@@ -37,7 +37,7 @@ from .._fetch import check_url
 from .._records import guess_content_type
 from .._runner import DeliveryRunner, inside_root
 from .._template import sanitize_segment
-from ..persistence._deliveries import (
+from ..persistence import (
     DELIVERY_STATUSES,
     DeliveryNotFound,
     DeliveryStore,
