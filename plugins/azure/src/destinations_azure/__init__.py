@@ -1,4 +1,5 @@
-"""The ``azure`` type: a container in Azure Blob Storage, written with the account's shared key.
+"""The ``azure`` type: a container in Azure Blob Storage, written with the account's shared key
+or a SAS token (``azure_sas_token``, ideally container-scoped with ``sp=cwd``).
 
 Blobs are block blobs. Below ``StoreOptions.multipart_threshold`` a blob is one ``Put Blob``;
 at or above it, or when the size is unknown, it is staged as blocks of ``part_size``
@@ -52,7 +53,7 @@ def destinations_register_types(register: Callable[[DestinationType], None]) -> 
             fields=AzureFields,
             open_store=open_azure,
             prefix_field="azure_path_prefix",
-            description="A container in Azure Blob Storage (storage account shared key).",
+            description="A container in Azure Blob Storage (account shared key or SAS token).",
             endpoint_fields=("azure_endpoint",),
             reports_progress=True,
         )
