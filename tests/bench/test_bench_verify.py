@@ -194,11 +194,13 @@ def test_stored_destination_by_id(tmp_path: Path) -> None:
     from destinations.api import create_api_key, create_app
 
     url = f"sqlite:///{tmp_path / 'api.db'}"
-    (tmp_path / "root" / "out").mkdir(parents=True)
+    (tmp_path / "root").mkdir()
     app = create_app(database_url=url, local_root=tmp_path / "root")
     try:
         service = app.state.service
         account = service.authenticate(create_api_key("bench", database_url=url))
+        # each account writes inside its own subtree of the local root
+        (tmp_path / "root" / str(account) / "out").mkdir(parents=True)
         created = service.create(
             account, {"name": "stored", "type": "local", "enabled": True, "local_directory": "out"}
         )
@@ -206,7 +208,7 @@ def test_stored_destination_by_id(tmp_path: Path) -> None:
         app.state.engine.dispose()
     out = tmp_path / "out.json"
     result = _run(
-        "-n", "2", "--destination", created["id"], "--database-url", url, "--json", str(out)
+        "-n", "2", "--destination", created["id"], "--database-url", url, "--output", str(out)
     )
     assert result.exit_code == 0, result.output
     _check_json(json.loads(out.read_text()), 2, 1, "local")
