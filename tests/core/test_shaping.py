@@ -282,7 +282,7 @@ class _Repeat(io.RawIOBase):
 )
 def test_compression_releases_the_gil(codec, backend):
     """While another thread compresses 16 MiB chunks, a pure-Python loop here keeps running:
-    its longest stall is a small part of the call. A control that holds the GIL
+    its longest stall is a small part of the call (under a quarter). A control that holds the GIL
     (``bytes.count``) stalls it for most of its call, which shows the measure works."""
     block = (_jsonl(40_000) * 9)[: 16 * MiB]
     times = 1 if backend == "zlib" else 8  # zlib -6 is ~10x slower: calls of similar length
@@ -291,10 +291,18 @@ def test_compression_releases_the_gil(codec, backend):
         source = _Repeat(block, times)
         CompressedReader(source, codec, backend=backend, chunk_size=len(block)).read()
 
-    stall, duration = _longest_stall(compress)
     control_stall, control_duration = _longest_stall(lambda: block.count(b'"i'))
     assert control_stall > 0.5 * control_duration, (control_stall, control_duration)
-    assert stall < 0.25 * duration, (stall, duration)
+    # A call that held the GIL would stall the loop for all of it, every time; a busy machine
+    # can also stall it (descheduling), so the best of three tries is what counts.
+    tries = []
+    for _ in range(3):
+        stall, duration = _longest_stall(compress)
+        tries.append((round(stall, 3), round(duration, 3)))
+        if stall < 0.25 * duration:
+            break
+    else:
+        raise AssertionError(f"the loop stalled for most of every call: {tries}")
 
 
 def _longest_stall(call) -> tuple[float, float]:

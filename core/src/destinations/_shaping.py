@@ -344,6 +344,8 @@ _NL: Final = b"\n"
 _QUOTE: Final = b'"'
 #: Below this many records wanted, find them one by one instead of counting the whole range.
 _FIND_BELOW: Final = 64
+#: A read at least this large that ends mid-chunk makes the next source read fit it.
+_REALIGN: Final = 64 * 1024
 
 _JSONL_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
@@ -459,11 +461,11 @@ class _Splitter:
     def offset(self) -> int:
         return self.base + self.pos
 
-    def fill(self) -> bool:
+    def fill(self, size: int | None = None) -> bool:
         """Read one more chunk, keeping what is not consumed yet; False at the end."""
         if self.eof:
             return False
-        data = _read(self.source, self.chunk)
+        data = _read(self.source, size or self.chunk)
         if not data:
             self.eof = True
             return False
@@ -517,6 +519,14 @@ class _Splitter:
                 return True  # the final record, unterminated, within the budget
 
     def take(self, part: Part, n: int) -> bytes | memoryview:
+        if self.pos >= len(self.buf):
+            # Read what completes the caller's read (when it is not tiny), so that the next
+            # read starts on a fresh chunk and can take it whole.
+            self.fill(n if _REALIGN <= n < self.chunk else None)
+        if self.pos == 0 and n >= len(self.buf) > 0 and self.max_bytes is None:
+            whole = self._whole_buffer(part)
+            if whole is not None:
+                return whole
         while True:
             if part._in_record:
                 return self._continue_record(part, n)
@@ -544,6 +554,23 @@ class _Splitter:
             if not self._next_fits(part):
                 return self._finish(part)
             part._in_record = True
+
+    def _whole_buffer(self, part: Part) -> bytes | None:
+        """The whole fresh buffer, as it is (no copy), when all of it belongs to ``part``:
+        the common case of a record limit only, read a chunk at a time."""
+        buf = self.buf
+        start_parity = self.parity if part._in_record else 0
+        count, end = self.ends(0, len(buf), len(buf), start_parity)
+        tail = end != len(buf)  # a record starts here and ends in a later chunk
+        if self.max_records is not None and part.records + count + tail > self.max_records:
+            return None
+        if self.csv:
+            parity = 0 if count else start_parity
+            self.parity = parity ^ (buf.count(_QUOTE, end if count else 0) & 1)
+        part.records += count
+        part._in_record = tail
+        self.pos = len(buf)
+        return buf
 
     def _continue_record(self, part: Part, n: int) -> bytes | memoryview:
         """Bytes of the record in progress, up to its end (then it is counted)."""
