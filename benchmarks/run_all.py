@@ -23,7 +23,7 @@ from _common import ROOT, machine
 
 HERE = Path(__file__).resolve().parent
 #: These first, in this order; then any other ``bench_*.py`` here, by name.
-BENCHMARKS = ("core", "verify", "concurrency", "delivery", "api")
+BENCHMARKS = ("core", "verify", "concurrency", "delivery", "shaping", "api")
 
 
 def discover() -> list[str]:
