@@ -142,7 +142,12 @@ def redirector(
     class Redirect(BaseHTTPRequestHandler):
         def _answer(self) -> None:
             seen.append(self.command)
-            # The body is not read (a client may wait for 100-continue); HTTP/1.0 closes.
+            # Read the body first: answering and closing while a client still writes it makes
+            # the client fail on the write (a TLS EOF or reset) before it reads the redirect,
+            # by chance. A client waiting for 100-continue sends no body: none is read then.
+            length = int(self.headers.get("Content-Length") or 0)
+            if length and self.headers.get("Expect", "").lower() != "100-continue":
+                self.rfile.read(length)
             self.send_response(307)
             self.send_header("Location", target + self.path)
             self.send_header("Content-Length", "0")
