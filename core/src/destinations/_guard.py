@@ -20,7 +20,6 @@ tests. No SDK is imported here.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Iterable, Sequence
@@ -191,9 +190,13 @@ _BY_VERSION: Final[dict[int, tuple[SpecialBlock, ...]]] = {
 def private_endpoints_allowed() -> bool:
     """Whether the operator lifted the guard (``DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS=1``).
 
-    Read on every check, so it applies to connections made after it changes.
+    Read on every check from the one settings object (:func:`destinations._settings.settings`,
+    fresh when the environment changes), so it applies to connections made after it changes.
+    A setting that does not parse raises: no connection is made on a guess.
     """
-    return os.environ.get(ALLOW_PRIVATE_ENDPOINTS_ENV, "").strip().lower() in ("1", "true")
+    from ._settings import settings  # pydantic-settings loads on the first check, not at import
+
+    return settings().allow_private_endpoints
 
 
 def special_block(address: str | IPAddress) -> SpecialBlock | None:
