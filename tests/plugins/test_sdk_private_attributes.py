@@ -40,6 +40,10 @@ def _requirements(plugin: str) -> dict[str, Requirement]:
         ("gcs", "google-auth"),
         ("gcs", "requests"),
         ("gcs", "urllib3"),
+        ("azure", "requests"),
+        ("azure", "urllib3"),
+        ("oss", "requests"),
+        ("oss", "urllib3"),
     ],
 )
 def test_sdk_is_capped_and_the_installed_version_is_inside(plugin: str, dist: str) -> None:
