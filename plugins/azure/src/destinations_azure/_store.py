@@ -3,10 +3,14 @@ mapping of SDK exceptions to :class:`StoreError`. Imported the first time a stor
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import re
-from collections.abc import Mapping
-from typing import Any, Final
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
 
 import requests
@@ -20,6 +24,8 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import (
+    BlobBlock,
+    BlobClient,
     ContainerClient,
     ContentSettings,
     ExponentialRetry,
@@ -30,6 +36,8 @@ from urllib3.util.retry import Retry
 from destinations.plugin import (
     MAX_BODY_CHUNK,
     ByteCounter,
+    LimitedReader,
+    ProgressCallback,
     Source,
     Store,
     StoreError,
@@ -38,6 +46,7 @@ from destinations.plugin import (
     current_counter,
     find_refusal,
     open_source,
+    retry_part,
     sending_with,
     source_size,
     upload_progress,
@@ -49,9 +58,13 @@ from ._metadata import check_content_encoding, check_metadata
 
 __all__ = ["AzureStore", "map_error"]
 
-# Per-part upload threads. Unsized streams buffer one block per thread, so this also bounds
-# memory: at most this many blocks of ``part_size`` in flight.
+# Blocks staged at once (threads), at most; also the bound on memory: a block is read into
+# memory only when one of these is free, so at most this many blocks of ``part_size``.
 _MAX_BLOCK_THREADS = 4
+
+#: Azure's limits for a block blob: committed blocks, and the size of one block.
+MAX_BLOCKS: Final = 50_000
+MAX_BLOCK_SIZE: Final = 4000 * 1024 * 1024
 
 
 #: The per-operation keyword that carries a put's byte counter through azure-core's
@@ -173,11 +186,8 @@ class AzureStore(Store):
                 options, "azure_endpoint" if fields.azure_endpoint else "the Azure blob endpoint"
             ),
             retry_policy=_retry_policy(options.retries),
-            # Put Blob up to threshold - 1 bytes; blocks from the threshold on.
+            # upload_blob only sends what is below the threshold: always one Put Blob.
             max_single_put_size=max(0, options.multipart_threshold - 1),
-            max_block_size=max(1, options.part_size),
-            # Seekable sources are read straight into each Put Block, not buffered whole.
-            min_large_block_upload_threshold=1,
         )
 
     def put(
@@ -190,7 +200,7 @@ class AzureStore(Store):
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        progress = upload_progress()  # this context's: the SDK sends blocks from its threads
+        progress = upload_progress()  # this context's: blocks are sent from other threads
         encoding = check_content_encoding(content_encoding)
         user_metadata = check_metadata(metadata)
         blob = self._container.get_blob_client(key)
@@ -203,18 +213,90 @@ class AzureStore(Store):
             if size is None:
                 # The SDK would size a regular file by fstat, ignoring the stream's position.
                 size = source_size(stream)
-            counting: dict[str, Any] = {_COUNTER_KWARG: ByteCounter(progress, size)}
-            blob.upload_blob(
-                stream,
-                length=size,
-                blob_type="BlockBlob",
-                overwrite=True,
-                content_settings=settings,
-                metadata=user_metadata,
-                standard_blob_tier=self._tier,  # Put Blob, or Put Block List: probe included
-                max_concurrency=self._max_concurrency,
-                **counting,
+            if size is not None and size < self.options.multipart_threshold:
+                counting: dict[str, Any] = {_COUNTER_KWARG: ByteCounter(progress, size)}
+                blob.upload_blob(
+                    stream,
+                    length=size,
+                    blob_type="BlockBlob",
+                    overwrite=True,
+                    content_settings=settings,
+                    metadata=user_metadata,
+                    standard_blob_tier=self._tier,  # Put Blob: the probe included
+                    **counting,
+                )
+                return
+            block_ids = self._stage_blocks(blob, stream, size, progress)
+            # Put Block List: overwrites the blob, with the settings Put Blob would carry.
+            retry_part(
+                functools.partial(
+                    blob.commit_block_list,
+                    [BlobBlock(block_id) for block_id in block_ids],
+                    content_settings=settings,
+                    metadata=user_metadata,
+                    standard_blob_tier=self._tier,
+                ),
+                map_error=self._part_error,
             )
+
+    def _block_size(self, size: int | None) -> int:
+        block = min(max(1, self.options.part_size), MAX_BLOCK_SIZE)
+        if size is not None:
+            block = max(block, -(-size // MAX_BLOCKS))
+        return block
+
+    def _stage_blocks(
+        self, blob: BlobClient, stream: BinaryIO, size: int | None, progress: ProgressCallback
+    ) -> list[str]:
+        """Stage the source as blocks (Put Block), each through :func:`retry_part` so a
+        transient failure re-sends that block alone; at most ``_max_concurrency`` at once.
+        The block ids, in order."""
+        block_size = self._block_size(size)
+        ids: list[str] = []
+        in_flight: set[Future[None]] = set()
+        with ThreadPoolExecutor(
+            max_workers=self._max_concurrency, thread_name_prefix="destinations-azure-block"
+        ) as pool:
+            try:
+                chunks = _chunks(stream, block_size, size)
+                while True:
+                    if len(in_flight) >= self._max_concurrency:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()  # the first failure stops the upload
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    if len(ids) >= MAX_BLOCKS:
+                        raise StoreError(
+                            "provider_error",
+                            f"the stream needs more than {MAX_BLOCKS} blocks of {block_size} "
+                            "bytes; raise the part size or pass the size so it can be chosen",
+                            provider_code="BlockCountExceedsLimit",
+                            transient=False,
+                        )
+                    # Ids of one length for every block of a blob (the SDK's own form).
+                    block_id = f"{uuid.uuid4().int:048d}"
+                    ids.append(block_id)
+                    send = _BlockSender(blob, block_id, chunk, progress, size)
+                    chunk = None  # the sender holds it: one reference, freed when sent
+                    context = contextvars.copy_context()  # the delivery's retry policy
+                    in_flight.add(
+                        pool.submit(context.run, retry_part, send, map_error=self._part_error)
+                    )
+                    del send
+                for future in wait(in_flight).done:
+                    future.result()
+            except BaseException:
+                for future in in_flight:
+                    future.cancel()
+                raise
+        return ids
+
+    def _part_error(self, exc: Exception) -> BaseException:
+        if isinstance(exc, AzureError):
+            return map_error(exc, self.fields, self.options.timeout)
+        return exc
 
     def delete(self, key: str) -> None:
         blob = self._container.get_blob_client(key)
@@ -230,6 +312,75 @@ class AzureStore(Store):
 
     def _errors(self, step: str) -> _ErrorMapper:
         return _ErrorMapper(self.fields, step, self.options.timeout)
+
+
+class _BlockSender:
+    """One Put Block, repeatable: each call sends the block's bytes again.
+
+    Its bytes are counted as they are written (:class:`ByteCounter`); an attempt after a
+    failed one reports only bytes past the furthest the block already reported, so a put's
+    progress adds up to its size even when a block was sent twice.
+    """
+
+    def __init__(
+        self,
+        blob: BlobClient,
+        block_id: str,
+        data: bytes,
+        progress: ProgressCallback,
+        size: int | None,
+    ) -> None:
+        self._blob, self._block_id, self._data = blob, block_id, data
+        self._progress, self._size = progress, size
+        self._reported = 0
+
+    def __call__(self) -> None:
+        sent = 0
+
+        def report(nbytes: int) -> None:
+            nonlocal sent
+            sent += nbytes
+            if sent > self._reported:
+                self._progress(sent - self._reported)
+                self._reported = sent
+
+        counting: dict[str, Any] = {_COUNTER_KWARG: ByteCounter(report, self._size)}
+        self._blob.stage_block(self._block_id, self._data, length=len(self._data), **counting)
+
+
+def _read_up_to(stream: Any, n: int) -> bytes:
+    """Read ``n`` bytes, fewer only at the end of the stream."""
+    data: bytes = stream.read(n) or b""
+    if len(data) == n or not data:
+        return data
+    pieces, got = [data], len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        pieces.append(more)
+        got += len(more)
+    return b"".join(pieces)
+
+
+def _chunks(stream: BinaryIO, block_size: int, size: int | None) -> Iterator[bytes]:
+    """The source as ``block_size`` chunks (the last may be shorter), read one at a time;
+    with a known ``size`` exactly that many bytes, else ``IncompleteBody`` (before anything
+    is committed)."""
+    reader: Any = stream if size is None else LimitedReader(stream, size, exact=True)
+    left = size
+    while left is None or left > 0:
+        want = block_size if left is None else min(block_size, left)
+        chunk = _read_up_to(reader, want)
+        got = len(chunk)
+        if chunk:
+            yield chunk
+        chunk = b""  # not held while the next one is read
+        if left is not None:
+            left -= got
+        if got < want:
+            return
+    reader.read(1)  # at the announced size: raises when the source has more
 
 
 class _ErrorMapper:
