@@ -6,12 +6,16 @@ it: ``destinations-gcs`` drives Google's XML API with HMAC keys through it.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import io
+import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, BinaryIO, Final, Literal
 
 import boto3.session
 import botocore.session
@@ -24,6 +28,12 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.utils import (  # type: ignore[import-untyped]
+    ChunksizeAdjuster,
+    set_default_checksum_algorithm,
+    signal_not_transferring,
+    signal_transferring,
+)
 
 from destinations.plugin import (
     LimitedReader,
@@ -38,6 +48,8 @@ from destinations.plugin import (
     open_source,
     progress_granule,
     read_exactly,
+    retry_part,
+    source_size,
     upload_progress,
 )
 
@@ -64,6 +76,16 @@ _REGION_CODES = REGION_CODES
 _TRANSIENT_CODES = TRANSIENT_CODES
 _SAFE_REGION = re.compile(r"[a-z0-9-]{1,63}")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+log = logging.getLogger("destinations.s3")
+
+#: S3's limit on the parts of one multipart upload.
+MAX_PARTS: Final = 10_000
+
+# Parts sent at once, at most (threads). A part read from a stream is held in memory until
+# sent and the next one is read only when a slot is free, so a stream's upload holds at most
+# this many parts; parts of a file are read from disk as they are sent.
+_MAX_PART_THREADS: Final = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +185,9 @@ class S3ProtocolStore(Store):
     redirect), and the region is remembered for later stores of the same bucket.
     ``checksums="when_required"`` turns off the default CRC checksums that many S3-compatible
     services reject. Puts below ``options.multipart_threshold`` with a known size are one
-    ``PutObject``; larger or unsized ones use boto3's managed multipart transfer.
+    ``PutObject`` (through s3transfer, for its progress hooks); larger or unsized ones are a
+    multipart upload driven here, each ``UploadPart`` and the completion through
+    :func:`~destinations.plugin.retry_part`, so a transient failure re-sends that part alone.
 
     ``credentials``: a botocore ``Credentials`` object (e.g. the refreshable ones of an
     assumed role, :func:`destinations_s3._assume.role_credentials`) to sign with instead of
@@ -228,6 +252,14 @@ class S3ProtocolStore(Store):
         events.register("before-endpoint-resolution.s3", self._apply_region_hint)
         events.register("after-call.s3", self._learn_region)
         events.register("before-call.s3", self._one_region_lookup)
+        # Bodies of PutObject/UploadPart read for signing or checksums are not progress
+        # (s3transfer's own handlers, registered once whoever registers them first).
+        events.register_first(
+            "request-created.s3", signal_not_transferring, unique_id="s3upload-not-transferring"
+        )
+        events.register_last(
+            "request-created.s3", signal_transferring, unique_id="s3upload-transferring"
+        )
         raw_headers = dict(self.upload.raw_headers or {})
         if raw_headers:
             add = _header_adder(raw_headers)
@@ -241,6 +273,8 @@ class S3ProtocolStore(Store):
             use_threads=options.max_connections > 1,
             preferred_transfer_client="classic",
         )
+        self._concurrency = max(1, min(options.max_connections, _MAX_PART_THREADS))
+        self._osutil = OSUtils()
 
     # -- Store -------------------------------------------------------------------------------
 
@@ -263,30 +297,193 @@ class S3ProtocolStore(Store):
         if metadata:
             extra["Metadata"] = dict(metadata)
         extra.update(self.upload.extra_args())  # the same on the probe and on deliveries
-        fileobj: str | Any
         try:
+            if size is None and isinstance(source, str | os.PathLike):
+                size = source_size(source)
             if size is not None and size < self.options.multipart_threshold:
                 # Read first, so a source that gives more or fewer bytes than announced
-                # writes nothing; then one PutObject (the transfer manager sends it, for
-                # its progress callbacks).
+                # writes nothing; then one PutObject.
                 with open_source(source) as stream:
-                    fileobj = io.BytesIO(read_exactly(stream, size))
+                    data = read_exactly(stream, size)
+                self._put_whole(key, data, extra, progress)
             elif isinstance(source, str | os.PathLike):
-                # By name, so parts are read from disk as they are sent, never whole.
-                fileobj = os.fspath(source)
-            elif size is not None:
-                # A stream of announced size: read one part at a time, and never more (or
-                # fewer) bytes than announced.
-                fileobj = LimitedReader(source, size, exact=True)
+                assert size is not None
+                self._put_file_in_parts(key, os.fspath(source), size, extra, progress)
             else:
-                fileobj = source  # unsized (seekable or not): read one part at a time
-            metered = _MeteredOSUtils(progress, progress_granule(size))
-            with create_transfer_manager(
-                self._client, self._transfer_config, osutil=metered
-            ) as manager:
-                manager.upload(fileobj, self.bucket, key, extra_args=extra or None).result()
+                self._put_stream_in_parts(key, source, size, extra, progress)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    def _put_whole(
+        self, key: str, data: bytes, extra: dict[str, Any], progress: ProgressCallback
+    ) -> None:
+        """One PutObject (s3transfer sends it, with its checksum defaults and body hooks)."""
+        metered = _MeteredOSUtils(progress, progress_granule(len(data)))
+        with create_transfer_manager(
+            self._client, self._transfer_config, osutil=metered
+        ) as manager:
+            manager.upload(io.BytesIO(data), self.bucket, key, extra_args=extra or None).result()
+
+    def _part_size(self, size: int | None) -> int:
+        """``options.part_size`` within S3's limits (5 MiB to 5 GiB), doubled until a known
+        size fits in 10,000 parts (s3transfer's rule)."""
+        adjusted: int = ChunksizeAdjuster().adjust_chunksize(self.options.part_size, size)
+        return adjusted
+
+    def _put_file_in_parts(
+        self, key: str, path: str, size: int, extra: dict[str, Any], progress: ProgressCallback
+    ) -> None:
+        """Parts read from disk by range as they are sent (and again when re-sent)."""
+        actual = os.stat(path).st_size
+        if actual != size:
+            more = "more than" if actual > size else f"only {actual} of"
+            raise StoreError(
+                "provider_error",
+                f"the source gave {more} the {size} bytes announced; nothing was written",
+                provider_code="IncompleteBody",
+                transient=False,
+            )
+        part_size = self._part_size(size)
+
+        def ranges() -> Iterator[Callable[[], Any]]:
+            for start in range(0, size, part_size):
+                length = min(part_size, size - start)
+                yield functools.partial(
+                    self._osutil.open_file_chunk_reader, path, start, length, []
+                )
+
+        self._put_in_parts(key, ranges(), size, extra, progress)
+
+    def _put_stream_in_parts(
+        self,
+        key: str,
+        stream: BinaryIO,
+        size: int | None,
+        extra: dict[str, Any],
+        progress: ProgressCallback,
+    ) -> None:
+        """Parts read from the stream one at a time (until EOF when unsized), each held in
+        memory until sent; an unsized stream shorter than one part is one PutObject."""
+        part_size = self._part_size(size)
+        chunks = _chunks(stream, part_size, size)
+        first = next(chunks, None)
+        if first is None or (size is None and len(first) < part_size):
+            self._put_whole(key, first or b"", extra, progress)
+            return
+
+        def bodies(first: bytes | None) -> Iterator[Callable[[], Any]]:
+            chunk = first
+            while chunk is not None:
+                yield _BytesBody(chunk, self._osutil)
+                chunk = None  # the body holds it: freed once sent
+                chunk = next(chunks, None)
+
+        self._put_in_parts(key, bodies(first), size, extra, progress)
+
+    def _put_in_parts(
+        self,
+        key: str,
+        bodies: Iterator[Callable[[], Any]],
+        size: int | None,
+        extra: dict[str, Any],
+        progress: ProgressCallback,
+    ) -> None:
+        """CreateMultipartUpload (with every setting a PutObject carries), UploadPart for
+        each body (at most ``_concurrency`` at once), CompleteMultipartUpload; each part and
+        the completion through :func:`retry_part`. On failure the upload is aborted."""
+        create_args = dict(extra)
+        if self._client.meta.config.request_checksum_calculation == "when_supported":
+            set_default_checksum_algorithm(create_args)  # CRC32 per part, as s3transfer does
+        algorithm = create_args.get("ChecksumAlgorithm")
+        part_args = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+        upload_id: str = self._client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, **create_args
+        )["UploadId"]
+        granule = progress_granule(size)
+        parts: dict[int, dict[str, Any]] = {}
+        in_flight: set[Future[dict[str, Any]]] = set()
+
+        def collect(done: set[Future[dict[str, Any]]]) -> None:
+            for future in done:
+                part = future.result()  # the first failure stops the upload
+                parts[part["PartNumber"]] = part
+
+        try:
+            with ThreadPoolExecutor(
+                max_workers=self._concurrency, thread_name_prefix="destinations-s3-part"
+            ) as pool:
+                try:
+                    number = 0
+                    while True:
+                        if len(in_flight) >= self._concurrency:
+                            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                            collect(done)
+                        body = next(bodies, None)  # read only when a slot is free
+                        if body is None:
+                            break
+                        number += 1
+                        if number > MAX_PARTS:
+                            raise StoreError(
+                                "provider_error",
+                                f"the stream needs more than {MAX_PARTS} parts of "
+                                f"{self._part_size(size)} bytes; raise the part size or pass "
+                                "the size so it can be chosen",
+                                provider_code="TooManyParts",
+                                transient=False,
+                            )
+                        send = _PartSender(
+                            self._client,
+                            {"Bucket": self.bucket, "Key": key, "UploadId": upload_id},
+                            number,
+                            body,
+                            part_args,
+                            progress,
+                            granule,
+                        )
+                        body = None
+                        context = contextvars.copy_context()  # the delivery's retry policy
+                        in_flight.add(
+                            pool.submit(context.run, retry_part, send, map_error=self._part_error)
+                        )
+                        del send
+                    collect(wait(in_flight).done)
+                except BaseException:
+                    for future in in_flight:
+                        future.cancel()
+                    raise
+            ordered = [parts[n] for n in sorted(parts)]
+            retry_part(
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": ordered},
+                ),
+                map_error=self._part_error,
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def _part_error(self, exc: Exception) -> BaseException:
+        if isinstance(exc, ClientError | BotoCoreError):
+            return self._error(exc)
+        return exc
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            # The original failure is what matters; a lifecycle rule can reap the parts.
+            log.warning(
+                "could not abort the multipart upload of %r in bucket %r (%s); its parts "
+                "stay until a lifecycle rule removes them",
+                key,
+                self.bucket,
+                _error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__,
+            )
 
     def delete(self, key: str) -> None:
         try:
@@ -446,18 +643,26 @@ class _MeteredBody:
     """One request body (s3transfer's ``ReadFileChunk``) that reports bytes read for sending.
 
     Reads while the body is not being sent (s3transfer signals it: botocore reading it for a
-    checksum) are not progress. A body rewound and sent again reports only bytes past the
-    furthest point already reported, so the reports add up to the object's size. A read of
+    checksum) are not progress. A body rewound and sent again (or a part's next attempt,
+    sharing ``furthest``) reports only bytes past the furthest point already reported, so the
+    reports add up to the object's size. A read of
     more than ``granule`` bytes returns ``granule`` (a short read, which every reader of a
     request body handles), so reports come at least every ``granule`` bytes.
     """
 
-    def __init__(self, chunk: Any, progress: ProgressCallback, granule: int) -> None:
+    def __init__(
+        self,
+        chunk: Any,
+        progress: ProgressCallback,
+        granule: int,
+        furthest: _Furthest | None = None,
+    ) -> None:
         self._chunk = chunk
         self._progress = progress
         self._granule = granule
         self._sending = False
-        self._reported = 0
+        # Shared by the bodies of one part's attempts: a re-sent part is not counted twice.
+        self._furthest = _Furthest() if furthest is None else furthest
 
     def read(self, amount: int | None = None) -> bytes:
         if amount is not None and amount > self._granule:
@@ -465,9 +670,9 @@ class _MeteredBody:
         data: bytes = self._chunk.read(amount)
         if self._sending and data:
             position: int = self._chunk.tell()
-            if position > self._reported:
-                self._progress(position - self._reported)
-                self._reported = position
+            if position > self._furthest.at:
+                self._progress(position - self._furthest.at)
+                self._furthest.at = position
         return data
 
     def seek(self, where: int, whence: int = 0) -> None:
@@ -507,6 +712,97 @@ class _MeteredBody:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._chunk)
+
+
+class _Furthest:
+    """How far into one part progress has been reported (shared by its attempts)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at = 0
+
+
+class _BytesBody:
+    """Opens a part held in memory as a fresh s3transfer chunk reader, per attempt."""
+
+    def __init__(self, data: bytes, osutil: OSUtils) -> None:
+        self._data, self._osutil = data, osutil
+
+    def __call__(self) -> Any:
+        n = len(self._data)
+        return self._osutil.open_file_chunk_reader_from_fileobj(
+            fileobj=io.BytesIO(self._data), chunk_size=n, full_file_size=n, callbacks=[]
+        )
+
+
+class _PartSender:
+    """One UploadPart, repeatable (each call opens the part's body afresh); returns the
+    part's entry for CompleteMultipartUpload."""
+
+    def __init__(
+        self,
+        client: Any,
+        upload: Mapping[str, str],
+        number: int,
+        open_body: Callable[[], Any],
+        part_args: Mapping[str, str],
+        progress: ProgressCallback,
+        granule: int,
+    ) -> None:
+        self._client, self._upload, self._number = client, upload, number
+        self._open_body, self._part_args = open_body, part_args
+        self._progress, self._granule = progress, granule
+        self._furthest = _Furthest()
+
+    def __call__(self) -> dict[str, Any]:
+        body = _MeteredBody(self._open_body(), self._progress, self._granule, self._furthest)
+        with body:
+            response = self._client.upload_part(
+                **self._upload, PartNumber=self._number, Body=body, **self._part_args
+            )
+        part: dict[str, Any] = {"ETag": response["ETag"], "PartNumber": self._number}
+        algorithm = self._part_args.get("ChecksumAlgorithm")
+        if algorithm:
+            member = f"Checksum{algorithm.upper()}"
+            if member in response:
+                part[member] = response[member]  # CompleteMultipartUpload wants it back
+        return part
+
+
+def _read_up_to(stream: Any, n: int) -> bytes:
+    """Read ``n`` bytes, fewer only at the end of the stream."""
+    data: bytes = stream.read(n) or b""
+    if len(data) == n or not data:
+        return data
+    pieces, got = [data], len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        pieces.append(more)
+        got += len(more)
+    return b"".join(pieces)
+
+
+def _chunks(stream: BinaryIO, part_size: int, size: int | None) -> Iterator[bytes]:
+    """The stream as ``part_size`` chunks (the last may be shorter), read one at a time;
+    with a known ``size`` exactly that many bytes, else ``IncompleteBody`` (before the upload
+    is completed)."""
+    reader: Any = stream if size is None else LimitedReader(stream, size, exact=True)
+    left = size
+    while left is None or left > 0:
+        want = part_size if left is None else min(part_size, left)
+        chunk = _read_up_to(reader, want)
+        got = len(chunk)
+        if chunk:
+            yield chunk
+        chunk = b""  # not held while the next one is read
+        if left is not None:
+            left -= got
+        if got < want:
+            return
+    reader.read(1)  # at the announced size: raises when the source has more
 
 
 def _error_code(exc: ClientError) -> str:
