@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,17 @@ class Workers:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *, wait: bool = True) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        name: str,
+        *,
+        wait: bool = True,
+        options: Sequence[str] = (),
+        celery_options: Sequence[str] = (),
+    ) -> subprocess.Popen[bytes]:
+        """Start worker ``name``; ``options`` are more ``destinations worker`` options (a
+        repeated one, e.g. ``--pool prefork``, wins over the default here),
+        ``celery_options`` more ``celery worker`` ones."""
         env = {
             k: v
             for k, v in os.environ.items()
@@ -275,7 +285,7 @@ class Workers:
         ]
         for key, value in self.broker.transport_options.items():
             command += ["--transport-option", f"{key}={value}"]
-        command += ["--", "--without-mingle", "--without-gossip"]
+        command += [*options, "--", "--without-mingle", "--without-gossip", *celery_options]
         log = open(self.log_dir / f"worker-{name}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.log_dir

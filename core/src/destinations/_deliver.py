@@ -37,6 +37,7 @@ What :func:`deliver` guarantees (DESIGN.md "Delivery"):
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import logging
@@ -605,12 +606,16 @@ def deliver(
 
         futures: list[Future[None]] = []
         with ThreadPoolExecutor(concurrency, thread_name_prefix="destinations-deliver") as pool:
+            # Each upload runs in a copy of the caller's context: its log lines keep the
+            # caller's ids (a worker's task, result set and destination; a request's id).
             for index in range(len(delivery.files)):
                 for run in runs:
-                    futures.append(pool.submit(delivery.deliver_file, run, index))
+                    context = contextvars.copy_context()
+                    futures.append(pool.submit(context.run, delivery.deliver_file, run, index))
             if not delivery.files:
                 for run in runs:
-                    futures.append(pool.submit(delivery.finish, run))
+                    context = contextvars.copy_context()
+                    futures.append(pool.submit(context.run, delivery.finish, run))
         for future in futures:
             future.result()  # surfaces a bug in this module; destination failures never raise
     finally:

@@ -8,6 +8,13 @@ variables the HTTP API sets per request (:func:`log_context`); outside a request
 and anything that looks like a key (``dst_...``), so an access log or an exception text
 cannot carry a credential. Tracebacks are kept (as ``exc_type`` and a redacted
 ``exc_text``): they hold code locations, and library messages are redacted like the rest.
+
+On a Celery worker (``destinations worker --log-format json``) there is no request: the
+lines of a task carry ``task_id``, ``result_set_id``, ``destination_id`` and ``account_id``
+instead (set by the worker around each task with :func:`log_context`; these three keys
+appear only where they are known). Celery attaches a ``data`` dict to its own task lines
+(the task's arguments among it, which hold file references): it is never written, only its
+task ``id`` is kept as ``task_id``.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ __all__ = [
     "JsonFormatter",
     "account_id_var",
     "configure_json_logging",
+    "destination_id_var",
     "log_context",
     "redact",
     "request_id_var",
+    "result_set_id_var",
+    "task_id_var",
 ]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -36,6 +46,21 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 account_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "destinations_account_id", default=None
+)
+task_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "destinations_task_id", default=None
+)
+result_set_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "destinations_result_set_id", default=None
+)
+destination_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "destinations_destination_id", default=None
+)
+#: Written only when set (worker lines), in this order after ``account_id``.
+_OPTIONAL: Final = (
+    ("task_id", task_id_var),
+    ("result_set_id", result_set_id_var),
+    ("destination_id", destination_id_var),
 )
 
 _SECRETS: Final = (
@@ -54,13 +79,27 @@ def redact(text: str) -> str:
 
 
 @contextmanager
-def log_context(*, request_id: str | None = None, account_id: int | None = None) -> Iterator[None]:
-    """Set the request id and/or account id for log lines inside the block."""
+def log_context(
+    *,
+    request_id: str | None = None,
+    account_id: int | None = None,
+    task_id: str | None = None,
+    result_set_id: str | None = None,
+    destination_id: str | None = None,
+) -> Iterator[None]:
+    """Set the request id, account id (API) or task, result set and destination ids
+    (workers) for log lines inside the block; None leaves a field as it is."""
     tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
-    if request_id is not None:
-        tokens.append((request_id_var, request_id_var.set(request_id)))
-    if account_id is not None:
-        tokens.append((account_id_var, account_id_var.set(account_id)))
+    values: tuple[tuple[contextvars.ContextVar[Any], object], ...] = (
+        (request_id_var, request_id),
+        (account_id_var, account_id),
+        (task_id_var, task_id),
+        (result_set_id_var, result_set_id),
+        (destination_id_var, destination_id),
+    )
+    for var, value in values:
+        if value is not None:
+            tokens.append((var, var.set(value)))
     try:
         yield
     finally:
@@ -80,7 +119,20 @@ class JsonFormatter(logging.Formatter):
             "request_id": request_id_var.get(),
             "account_id": account_id_var.get(),
         }
+        for name, var in _OPTIONAL:
+            if (value := var.get()) is not None:
+                entry[name] = value
+        celery_data = getattr(record, "data", None)
+        if (
+            record.name.startswith("celery")
+            and isinstance(celery_data, dict)
+            and "task_id" not in entry
+            and isinstance(celery_data.get("id"), str)
+        ):
+            entry["task_id"] = celery_data["id"]
         for key, value in vars(record).items():
+            if key == "data" and record.name.startswith("celery"):
+                continue  # the task's arguments (file references); the message says the rest
             if key not in _STANDARD and not key.startswith("_") and key not in entry:
                 entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
@@ -89,9 +141,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_json_logging(level: int = logging.INFO) -> None:
-    """Every log line of this process as JSON on stderr (root, ``destinations`` and
-    uvicorn's loggers)."""
+def configure_json_logging(level: int | str = logging.INFO) -> None:
+    """Every log line of this process as JSON on stderr (root, ``destinations``, uvicorn's
+    and Celery's loggers, and Python warnings)."""
+    logging.captureWarnings(True)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -12,7 +12,17 @@ What is counted, and where it comes from:
 * uploads (one put attempt's latency, by type and outcome) and retries: two calls from the
   delivery engine (:func:`observe_upload`, :func:`observe_retry`);
 * queue depth: a gauge the process that knows it sets (:func:`set_queue_depth`) or a
-  callback it registers (:func:`queue_depth_from`).
+  callback it registers (:func:`queue_depth_from`): ``destinations worker --metrics-port``
+  reads its broker queue's length on a short interval; ``serve``'s delivery runner counts
+  the deliveries waiting for it (``queue="embedded"``) at each scrape.
+
+**Workers** (:func:`start_worker_server`): a Celery worker serves ``/metrics`` on its own
+port from its main process. Its prefork children count deliveries, so with the prefork pool
+prometheus-client's *multiprocess mode* is used (:func:`prepare_multiprocess`, before
+prometheus-client is first imported): every child writes its samples to files in one
+directory, the main process's collector sums them (counters and histograms survive a child
+that is replaced), and a child that exits marks itself dead (:func:`mark_process_dead`).
+The solo and threads pools run tasks in the main process and use the default registry.
 
 Labels are types, statuses and error codes only: never a destination's name, id, bucket or
 key, so no customer data (nor secret) reaches a scrape, and cardinality stays bounded.
@@ -20,28 +30,46 @@ key, so no customer data (nor secret) reaches a scrape, and cardinality stays bo
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
+import math
+import os
+import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import pluggy
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from ._records import Destination, DestinationStatus, ResultSet
 
 __all__ = [
     "CONTENT_TYPE",
+    "MULTIPROC_DIR_ENV",
     "available",
+    "clear_queue_depth",
     "destinations_delivery_finished",
     "destinations_file_delivered",
+    "mark_process_dead",
     "metrics",
     "observe_retry",
     "observe_upload",
     "observe_verification",
+    "prepare_multiprocess",
     "queue_depth_from",
     "render",
     "set_queue_depth",
+    "start_worker_server",
 ]
+
+log = logging.getLogger("destinations.metrics")
+
+#: prometheus-client's switch to multiprocess mode (read once, when it is first imported).
+MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Seconds: verify steps and uploads on loopback take milliseconds, real ones up to minutes.
 LATENCY_BUCKETS: Final = (
@@ -103,8 +131,12 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "destinations_queue_depth",
-            "Deliveries waiting in a queue, where this process knows it.",
+            "Deliveries waiting in a queue, where this process knows it (a broker queue's "
+            "messages not yet taken by a worker; queue=embedded: deliveries waiting for "
+            "serve's runner).",
             ["queue"],
+            # A worker's main process sets it; in multiprocess mode one value, no pid label.
+            multiprocess_mode="livemostrecent",
         )
 
 
@@ -175,17 +207,91 @@ def observe_retry(destination_type: str, code: str) -> None:
         m.retries.labels(destination_type, code).inc()
 
 
-def set_queue_depth(queue: str, depth: int) -> None:
+def set_queue_depth(queue: str, depth: float) -> None:
     m = metrics()
     if m is not None:
         m.queue_depth.labels(queue).set(depth)
 
 
+_readers: dict[str, Callable[[], float]] = {}
+
+
 def queue_depth_from(queue: str, read: Callable[[], float]) -> None:
-    """Read the queue's depth at every scrape with ``read()`` (e.g. the broker's count)."""
+    """Read the queue's depth at every scrape with ``read()`` (e.g. a database count). A
+    ``read`` that raises gives NaN for that scrape (the scrape itself still answers). Not
+    for multiprocess mode (its files hold values, not callbacks): use
+    :func:`set_queue_depth` there."""
     m = metrics()
-    if m is not None:
-        m.queue_depth.labels(queue).set_function(read)
+    if m is None:
+        return
+
+    def guarded() -> float:
+        try:
+            return float(read())
+        except Exception as exc:
+            log.warning("queue %s: reading its depth failed (%s)", queue, type(exc).__name__)
+            return math.nan
+
+    with _lock:
+        _readers[queue] = read
+        m.queue_depth.labels(queue).set_function(guarded)
+
+
+def clear_queue_depth(queue: str, read: Callable[[], float] | None = None) -> None:
+    """Stop reporting ``queue`` (only if ``read`` is still its reader, when given)."""
+    m = metrics()
+    if m is None:
+        return
+    with _lock:
+        if read is not None and _readers.get(queue) is not read:
+            return
+        _readers.pop(queue, None)
+        with contextlib.suppress(KeyError):
+            m.queue_depth.remove(queue)
+
+
+# -- workers ------------------------------------------------------------------------------
+
+
+def prepare_multiprocess(directory: str) -> None:
+    """Put prometheus-client into multiprocess mode with ``directory`` for this process and
+    the children it forks: created if missing, its old sample files (``*.db``, from an
+    earlier run) removed. Must run before prometheus-client is first imported."""
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and values.ValueClass is values.MutexValue:
+        # prometheus-client picked single-process values when it was imported.
+        raise RuntimeError("prometheus-client was imported before multiprocess mode was set")
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
+    os.environ[MULTIPROC_DIR_ENV] = directory
+
+
+def mark_process_dead(pid: int) -> None:
+    """A child process of a multiprocess worker exits (its live gauges go)."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def start_worker_server(host: str, port: int) -> WSGIServer:
+    """Serve ``/metrics`` on ``host:port`` (0: any free port; the server's
+    ``server_port`` says which) from a daemon thread: the multiprocess collector's sum over
+    every process in multiprocess mode, else this process's default registry."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    metrics()  # the families exist (at zero) before the first task
+    directory = os.environ.get(MULTIPROC_DIR_ENV)
+    if directory:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    else:
+        server, _ = start_http_server(port, addr=host)
+    return server
 
 
 # -- the observer plugin (entry point destinations.observers: metrics) --------------------
