@@ -288,3 +288,21 @@ def test_verify_then_commit_passes_its_deadline_on(probe: type[ProbeStore]) -> N
     assert committed.value == "probe one"
     assert committed.verification is not None
     assert [o.timeout for o in probe.opened] == [3.25]
+
+
+def test_a_hung_probe_does_not_keep_the_process_alive() -> None:
+    # The CLI verifying an endpoint that never answers must exit after the deadline, even
+    # though the probe's thread is still waiting.
+    import subprocess
+
+    code = (
+        "from tests.core import fakeplugin; fakeplugin.install()\n"
+        "from destinations import parse_destination, verify, VerificationFailed\n"
+        "d = parse_destination({'name': 'n', 'enabled': True, 'type': 'scripted',"
+        " 'scripted_token': 't', 'scripted_delay': 60})\n"
+        "try:\n    verify(d, timeout=0.2)\nexcept VerificationFailed as e:\n    print(e.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "timeout")

@@ -287,3 +287,15 @@ def test_the_part_policy_is_restored_when_the_block_raises() -> None:
     with pytest.raises(StoreError):
         retry_part(part)
     assert part.calls == 1
+
+
+def test_the_reported_wait_is_drawn_from_the_backoff_and_really_waited() -> None:
+    waits: list[float] = []
+    policy = RetryPolicy(attempts=4, initial=0.05, maximum=0.05)
+    calls = Attempts(*(transient(n) for n in range(3)))
+    started = time.monotonic()
+    call_with_retries(calls, policy, on_retry=lambda e, n, w: waits.append(w))
+    elapsed = time.monotonic() - started
+    assert len(waits) == 3 and all(0 <= w <= 0.05 for w in waits)
+    assert any(w > 0 for w in waits)  # full jitter over [0, 0.05]: three zeros do not happen
+    assert elapsed >= sum(waits) - 1e-3
