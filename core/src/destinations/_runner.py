@@ -35,6 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from . import _metrics
 from ._deliver import deliver
 from ._errors import InvalidDestination, SecretsUnreadable, StoreError
 from ._fetch import check_url, fetch_with_retries
@@ -53,7 +54,10 @@ from .persistence import (
     utcnow,
 )
 
-__all__ = ["DeliveryRunner", "FileUnavailable", "RunnerConfig", "open_files"]
+__all__ = ["EMBEDDED_QUEUE", "DeliveryRunner", "FileUnavailable", "RunnerConfig", "open_files"]
+
+#: ``destinations_queue_depth{queue=...}`` of the deliveries waiting for this runner.
+EMBEDDED_QUEUE = "embedded"
 
 log = logging.getLogger("destinations.deliveries")
 
@@ -158,6 +162,7 @@ class DeliveryRunner:
         self._sender: WebhookSender | None = None
         #: Called with each delivery id a run finished (tests, benchmarks).
         self.on_finished: Callable[[str], None] | None = None
+        self._waiting = store.count_waiting_runs
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -180,6 +185,8 @@ class DeliveryRunner:
                 )
                 thread.start()
                 self._threads.append(thread)
+            # Deliveries waiting for a runner, counted at each scrape of /metrics.
+            _metrics.queue_depth_from(EMBEDDED_QUEUE, self._waiting)
 
     @property
     def started(self) -> bool:
@@ -194,6 +201,7 @@ class DeliveryRunner:
         running after that keeps its lease until it expires, then is resumed elsewhere)."""
         self._stopping.set()
         self._wake.set()
+        _metrics.clear_queue_depth(EMBEDDED_QUEUE, self._waiting)
         for thread in self._threads:
             thread.join(grace)
         for pool in (self._pool, self._webhook_pool):
@@ -257,11 +265,13 @@ class DeliveryRunner:
 
     def _run(self, delivery_id: str) -> None:
         try:
-            delivery = self.store.get(delivery_id)
-            if delivery.mode == "celery":
-                self._dispatch(delivery)
+            started = self.store.start_run(self.owner, delivery_id, "started")
+            if started is None:
+                return
+            if started.mode == "celery":
+                self._dispatch(started)
             else:
-                self._deliver(delivery_id)
+                self._deliver(started)
         except Exception as exc:
             # Left claimed: the lease expires and the delivery is tried again then.
             log.error("delivery %s: the runner failed (%s)", delivery_id, type(exc).__name__)
@@ -270,19 +280,16 @@ class DeliveryRunner:
                 self._running.discard(delivery_id)
             self._wake.set()  # a slot is free
 
-    def _deliver(self, delivery_id: str) -> None:
-        started = self.store.start_run(self.owner, delivery_id, "started")
-        if started is None:
-            return
-        delivery = started
+    def _deliver(self, delivery: StoredDelivery) -> None:
+        delivery_id = delivery.id
         pending = [t for t in delivery.targets if not t.final]
+        outcomes: dict[str, tuple[str, list[dict[str, str]], tuple[str, ...], int, float]] = {}
         ready: list[tuple[StoredTarget, Destination]] = []
+        error: str | None = None
         for target in pending:
             problem, destination = self._load(delivery, target)
             if destination is None:
-                self.store.record_target(
-                    delivery_id, target.destination_id, "failed", [log_entry(problem)]
-                )
+                outcomes[target.destination_id] = ("failed", [log_entry(problem)], (), 0, 0.0)
             else:
                 ready.append((target, destination))
         if ready:
@@ -296,7 +303,11 @@ class DeliveryRunner:
                         files,
                     )
                 except FileUnavailable as exc:
-                    self.store.fail_open_targets(delivery_id, exc.message)
+                    error = exc.message
+                    for target, _ in ready:
+                        outcomes[target.destination_id] = (
+                            "failed", [log_entry(exc.message)], (), 0, 0.0
+                        )
                 else:
                     report = deliver(
                         result_set,
@@ -307,16 +318,14 @@ class DeliveryRunner:
                         retry=self.config.retry,
                     )
                     for (target, _), status in zip(ready, report, strict=True):
-                        self.store.record_target(
-                            delivery_id,
-                            target.destination_id,
+                        outcomes[target.destination_id] = (
                             status.status,
                             [e.to_dict() for e in status.log],
-                            keys=status.keys,
-                            bytes=status.bytes,
-                            seconds=status.seconds,
+                            status.keys,
+                            status.bytes,
+                            status.seconds,
                         )
-        finished = self.store.finish_if_complete(delivery_id, self.owner)
+        finished = self.store.finish_run(self.owner, delivery_id, outcomes, error=error)
         if finished is not None:
             if self.on_finished is not None:
                 self.on_finished(delivery_id)

@@ -153,6 +153,8 @@ class WebhookSender:
                 response.read(_MAX_ANSWER)  # the answer's body is not used; bounded
             status = response.status
         finally:
+            if not response.isclosed():  # unread answer left: do not reuse the connection
+                response.close()
             response.release_conn()
         seconds = time.monotonic() - started
         if 200 <= status < 300:

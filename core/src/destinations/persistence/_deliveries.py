@@ -460,6 +460,16 @@ def _lease_free(now: datetime) -> Any:
     return or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now)
 
 
+def _needs_runner(now: datetime) -> Any:
+    """Local deliveries not finished and Celery ones whose current run was not fanned out
+    yet, that no live lease holds."""
+    return and_(
+        DeliveryRow.status.in_(_OPEN),
+        or_(DeliveryRow.mode == "local", DeliveryRow.dispatched_run < DeliveryRow.run),
+        _lease_free(now),
+    )
+
+
 class DeliveryStore:
     """Every statement on the delivery tables. ``box`` seals webhook secrets (the same
     :class:`SecretBox` as destinations' secrets)."""
@@ -529,7 +539,8 @@ class DeliveryStore:
             return existing, False
         if all(t.status in _TARGET_FINAL for t in targets):
             self.finish_if_complete(row.id, None)
-        return self.get(row.id), True
+            return self.get(row.id), True
+        return _delivery(row, targets), True
 
     def _by_key(self, account_id: int, key: str, request_hash: str | None) -> StoredDelivery | None:
         with Session(self.engine) as session, session.begin():
@@ -607,12 +618,15 @@ class DeliveryStore:
         if limit <= 0:
             return []
         now = utcnow()
-        needs_runner = and_(
-            DeliveryRow.status.in_(_OPEN),
-            or_(DeliveryRow.mode == "local", DeliveryRow.dispatched_run < DeliveryRow.run),
-            _lease_free(now),
-        )
-        return self._claim(needs_runner, owner, now, lease_seconds, limit)
+        return self._claim(_needs_runner(now), owner, now, lease_seconds, limit)
+
+    def count_waiting_runs(self) -> int:
+        """How many deliveries wait for a runner now (what :meth:`claim_runs` would hand
+        out without a limit): the embedded runner's queue depth. One ``COUNT`` over the
+        open deliveries (``status`` is indexed)."""
+        query = select(func.count()).select_from(DeliveryRow).where(_needs_runner(utcnow()))
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
 
     def claim_webhooks(self, owner: str, lease_seconds: float, limit: int) -> list[DueWebhook]:
         if limit <= 0:
@@ -694,10 +708,11 @@ class DeliveryStore:
 
     def start_run(self, owner: str, delivery_id: str, text: str) -> StoredDelivery | None:
         """Mark the claimed delivery ``delivering`` and its unfinished destinations
-        ``delivering`` (one more attempt each, ``text`` logged); None if the claim was lost
-        or it is no longer open."""
+        ``delivering`` (one more attempt each, ``text`` logged), in one transaction, and
+        return it; a Celery delivery is returned unchanged (its workers count attempts).
+        None if the claim was lost or it is no longer open."""
         now = utcnow()
-        with Session(self.engine) as session, session.begin():
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
             row = session.scalar(
                 select(DeliveryRow).where(
                     DeliveryRow.id == delivery_id,
@@ -707,19 +722,80 @@ class DeliveryStore:
             )
             if row is None:
                 return None
-            row.status = "delivering"
-            row.attempts += 1
-            row.updated_at = now
-            for target in session.scalars(
+            targets = session.scalars(
                 select(DeliveryTargetRow).where(DeliveryTargetRow.delivery_id == delivery_id)
-            ):
-                if target.status in _TARGET_FINAL:
+            ).all()
+            if row.mode == "local":
+                row.status = "delivering"
+                row.attempts += 1
+                row.updated_at = now
+                for target in targets:
+                    if target.status in _TARGET_FINAL:
+                        continue
+                    target.status = "delivering"
+                    target.attempts += 1
+                    target.log = [*target.log, log_entry(text, now)]
+                    target.updated_at = now
+            session.flush()
+            return _delivery(row, targets)
+
+    def finish_run(
+        self,
+        owner: str,
+        delivery_id: str,
+        outcomes: Mapping[str, tuple[str, Sequence[Mapping[str, str]], Sequence[str], int, float]],
+        *,
+        error: str | None = None,
+    ) -> StoredDelivery | None:
+        """One run's end in one transaction: each destination's ``(status, log entries to
+        add, keys, bytes, seconds)``, then — every destination final — the delivery's final
+        status, its completion event (when a webhook URL applies) and the lease released.
+        ``error``: why the run failed as a whole (a file could not be had). Returns the
+        finished delivery, or None when the claim was lost meanwhile."""
+        now = utcnow()
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            query = select(DeliveryRow).where(
+                DeliveryRow.id == delivery_id,
+                DeliveryRow.lease_owner == owner,
+                DeliveryRow.status.in_(_OPEN),
+            )
+            row = session.scalar(query.with_for_update())
+            if row is None:
+                return None
+            targets = session.scalars(
+                select(DeliveryTargetRow).where(DeliveryTargetRow.delivery_id == delivery_id)
+            ).all()
+            for target in targets:
+                outcome = outcomes.get(target.destination_id)
+                if outcome is None:
                     continue
-                target.status = "delivering"
-                target.attempts += 1
-                target.log = [*target.log, log_entry(text, now)]
+                status, log, keys, size, seconds = outcome
+                target.status = status
+                target.log = [*target.log, *(dict(e) for e in log)]
+                target.keys = list(keys)
+                target.bytes = size
+                target.seconds = round(seconds, 3)
                 target.updated_at = now
-        return self.get(delivery_id)
+            row.updated_at = now
+            row.error = error
+            if not all(t.status in _TARGET_FINAL for t in targets):
+                row.lease_owner = row.lease_until = None
+                return None
+            row.status = overall_status(t.status for t in targets)
+            row.finished_at = now
+            row.lease_owner = row.lease_until = None
+            target_url = row.webhook_url
+            if target_url is None:
+                endpoint = session.get(WebhookEndpointRow, row.account_id)
+                target_url = endpoint.url if endpoint is not None else None
+            if target_url is not None:
+                row.webhook_status = "pending"
+                row.webhook_target = target_url
+                row.webhook_next_at = now
+                row.webhook_first_at = None
+                row.webhook_event = completion_event(_delivery(row, targets))
+            session.flush()
+            return _delivery(row, targets)
 
     def mark_dispatched(self, owner: str, delivery_id: str, run: int) -> None:
         with self.engine.begin() as connection:
@@ -763,21 +839,6 @@ class DeliveryStore:
                     .where(DeliveryRow.id == delivery_id, DeliveryRow.status == "queued")
                     .values(status="delivering", updated_at=now)
                 )
-
-    def fail_open_targets(self, delivery_id: str, text: str) -> None:
-        """Every destination not final yet fails with ``text`` (a file could not be read)."""
-        now = utcnow()
-        with Session(self.engine) as session, session.begin():
-            row = session.get(DeliveryRow, delivery_id)
-            if row is not None:
-                row.error = text
-            for target in session.scalars(
-                select(DeliveryTargetRow).where(DeliveryTargetRow.delivery_id == delivery_id)
-            ):
-                if target.status not in _TARGET_FINAL:
-                    target.status = "failed"
-                    target.log = [*target.log, log_entry(text, now)]
-                    target.updated_at = now
 
     def finish_if_complete(
         self, delivery_id: str, owner: str | None, default_webhook: str | None = None
