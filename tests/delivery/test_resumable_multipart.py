@@ -1,18 +1,48 @@
 """Resumable multipart: a transient failure of one part re-sends only that part (and the
-completion call), counted in bytes on the wire by the fault-injecting proxy."""
+completion call), counted in bytes on the wire by the fault-injecting proxy.
+
+Every plugin that drives its parts through ``retry_part``: ``oss`` (the OSS double),
+``azure`` (azurite; shared key and container SAS), the S3 protocol's boto3 engine
+(``s3compatible`` on moto with ``DESTINATIONS_S3_ENGINE=boto3``, ``gcs`` with HMAC keys on
+moto)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
-from destinations import ResultFile, ResultSet, RetryPolicy, StoreOptions, deliver
+import pytest
+
+from destinations import (
+    Destination,
+    ResultFile,
+    ResultSet,
+    RetryPolicy,
+    StoreOptions,
+    deliver,
+    open_store,
+    parse_destination,
+)
 from destinations.plugin import MiB
-from tests.delivery.conftest import oss_destination, oss_reader
+from tests.delivery.conftest import (
+    TEMPLATE,
+    azure_reader,
+    oss_destination,
+    oss_reader,
+    s3_reader,
+    s3compatible,
+)
 from tests.delivery.faulty_proxy import FaultyProxy
+from tests.emulators.fixtures import MotoHandle
 from tests.emulators.oss_double import OssDouble
+from tests.emulators.servers import AZURITE_ACCOUNT_KEY, AZURITE_ACCOUNT_NAME, Azurite
 
 SIZE = 64 * MiB + 12345
 PART = 8 * MiB
@@ -91,3 +121,267 @@ def test_verification_makes_one_attempt_per_part(oss_double: OssDouble) -> None:
     except StoreError as exc:
         assert exc.transient
     assert calls == [1]
+
+
+# -- azure (azurite): Put Block through retry_part --------------------------------------------
+
+
+def _is_put_block(method: str, query: str) -> bool:
+    return method == "PUT" and parse_qs(query).get("comp") == ["block"]
+
+
+def _block_id(query: str) -> str:
+    return parse_qs(query)["blockid"][0]
+
+
+class _FailBlock:
+    """Fail the ``nth`` Put Block request (block ids are random, so by arrival), once; with
+    ``always``, every later request for that block too."""
+
+    def __init__(self, nth: int, *, always: bool = False) -> None:
+        self.nth, self.always = nth, always
+        self.seen = 0
+        self.block_id: str | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, query: str) -> bool:
+        if not _is_put_block(method, query):
+            return False
+        with self.lock:
+            self.seen += 1
+            if self.seen == self.nth:
+                self.block_id = _block_id(query)
+                return True
+            return self.always and _block_id(query) == self.block_id
+
+
+def _azure(azurite: Azurite, container: str, endpoint: str, auth: str) -> Destination:
+    params: dict[str, Any] = {
+        "name": f"azure ({auth}) through the faulty proxy",
+        "enabled": True,
+        "type": "azure",
+        "azure_account_name": AZURITE_ACCOUNT_NAME,
+        "azure_container_name": container,
+        "azure_endpoint": endpoint,
+        "azure_path_prefix": TEMPLATE,
+    }
+    if auth == "sas":
+        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+        now = datetime.now(UTC)
+        params["azure_sas_token"] = generate_container_sas(
+            AZURITE_ACCOUNT_NAME,
+            container,
+            account_key=AZURITE_ACCOUNT_KEY,
+            permission=ContainerSasPermissions(create=True, write=True, delete=True),
+            start=now - timedelta(minutes=5),
+            expiry=now + timedelta(hours=1),
+        )
+    else:
+        params["azure_account_key"] = AZURITE_ACCOUNT_KEY
+    return parse_destination(params)
+
+
+def _big_file(tmp_path: Path, size: int = SIZE) -> tuple[Path, bytes]:
+    data = os.urandom(size)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize("auth", ["key", "sas"])
+def test_azure_resends_only_the_failed_block(
+    tmp_path: Path, azurite: Azurite, azure_container: str, auth: str
+) -> None:
+    path, data = _big_file(tmp_path)
+    rs = ResultSet("c", "n", f"rs-azure-resume-{auth}", [ResultFile("big.bin", path)])
+    fail = _FailBlock(3)
+    with FaultyProxy(azurite.base_url, error_when=fail) as proxy:
+        dest = _azure(azurite, azure_container, f"{proxy.endpoint}/{AZURITE_ACCOUNT_NAME}", auth)
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        sent = proxy.bytes_in
+        blocks = Counter(
+            _block_id(r.query) for r in proxy.requests if _is_put_block(r.method, r.query)
+        )
+        lists = [r for r in proxy.requests if parse_qs(r.query).get("comp") == ["blocklist"]]
+        faults = proxy.faults["error"]
+    assert status.status == "success", status.error
+    assert faults == 1 and fail.block_id is not None
+    assert len(blocks) == -(-SIZE // PART)  # one id per block
+    assert blocks[fail.block_id] == 2 and sum(blocks.values()) == len(blocks) + 1
+    assert len(lists) == 1  # one Put Block List
+    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
+    print(f"\nazure ({auth}): {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
+    stored = azure_reader(azurite, azure_container)(status.keys[0])
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+    assert not any("; attempt" in e.text for e in status.log)  # the blob was not resent
+
+
+def test_azure_block_that_keeps_failing_fails_the_file_without_resending_it_whole(
+    tmp_path: Path, azurite: Azurite, azure_container: str
+) -> None:
+    path, _ = _big_file(tmp_path, 6 * PART)
+    fail = _FailBlock(2, always=True)
+    rs = ResultSet("c", "n", "rs-azure-spent", [ResultFile("big.bin", path)])
+    with FaultyProxy(azurite.base_url, error_when=fail) as proxy:
+        dest = _azure(azurite, azure_container, f"{proxy.endpoint}/{AZURITE_ACCOUNT_NAME}", "key")
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        blocks = Counter(
+            _block_id(r.query) for r in proxy.requests if _is_put_block(r.method, r.query)
+        )
+        lists = [r for r in proxy.requests if parse_qs(r.query).get("comp") == ["blocklist"]]
+    assert status.status == "failed"
+    assert status.error is not None and status.error.transient
+    assert fail.block_id is not None and blocks[fail.block_id] == RETRY.attempts
+    # every other block at most once (those in flight finish, none starts again), no commit
+    assert all(n == 1 for block, n in blocks.items() if block != fail.block_id)
+    assert len(blocks) <= 6 and not lists
+
+
+# -- the S3 protocol, boto3 engine (moto): UploadPart through retry_part ----------------------
+
+
+@pytest.fixture
+def boto3_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESTINATIONS_S3_ENGINE", "boto3")
+
+
+def _s3compatible(moto: MotoHandle, bucket: str, endpoint: str, prefix: str) -> Destination:
+    return s3compatible(moto, bucket, endpoint, s3_path_prefix=prefix)
+
+
+def _gcs_hmac(moto: MotoHandle, bucket: str, endpoint: str, prefix: str) -> Destination:
+    return parse_destination(
+        {
+            "name": "gcs hmac on moto",
+            "enabled": True,
+            "type": "gcs",
+            "gcs_access_key": moto.access_key_id,
+            "gcs_secret_key": moto.secret_access_key,
+            "gcs_bucket_name": bucket,
+            "gcs_endpoint": endpoint,
+            "gcs_path_prefix": prefix,
+        }
+    )
+
+
+S3_PROTOCOL: dict[str, Callable[[MotoHandle, str, str, str], Destination]] = {
+    "s3compatible-boto3": _s3compatible,
+    "gcs-hmac": _gcs_hmac,
+}
+
+
+def _part_number(query: str) -> int | None:
+    numbers = parse_qs(query).get("partNumber")
+    return int(numbers[0]) if numbers else None
+
+
+@pytest.mark.parametrize("kind", list(S3_PROTOCOL))
+def test_s3_protocol_resends_only_the_failed_part(
+    tmp_path: Path,
+    moto_server: MotoHandle,
+    moto_bucket: str,
+    moto_raw: Any,
+    boto3_engine: None,
+    kind: str,
+) -> None:
+    path, data = _big_file(tmp_path)
+    rs = ResultSet("c", "n", f"rs-{kind}-resume", [ResultFile("big.bin", path)])
+    with FaultyProxy(moto_server.endpoint, error_when=_FailOnce(3)) as proxy:
+        dest = S3_PROTOCOL[kind](moto_server, moto_bucket, proxy.endpoint, f"resume/{kind}")
+        with open_store(dest, OPTIONS) as store:
+            assert type(store).__name__ == "S3ProtocolStore"  # the boto3 engine
+        proxy.reset()
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        sent = proxy.bytes_in
+        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
+        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
+        faults = proxy.faults["error"]
+    assert status.status == "success", status.error
+    assert faults == 1
+    assert sorted(parts) == list(range(1, -(-SIZE // PART) + 1))
+    assert parts[3] == 2 and all(n == 1 for number, n in parts.items() if number != 3)
+    assert len(completes) == 1
+    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
+    print(f"\n{kind}: {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
+    stored = s3_reader(moto_raw, moto_bucket)(status.keys[0])
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+
+
+@pytest.mark.parametrize("kind", list(S3_PROTOCOL))
+def test_s3_protocol_part_that_keeps_failing_fails_the_file_and_aborts(
+    tmp_path: Path,
+    moto_server: MotoHandle,
+    moto_bucket: str,
+    moto_raw: Any,
+    boto3_engine: None,
+    kind: str,
+) -> None:
+    path, _ = _big_file(tmp_path, 6 * PART)
+
+    def part_two(method: str, path: str, query: str) -> bool:
+        return method == "PUT" and _part_number(query) == 2
+
+    rs = ResultSet("c", "n", f"rs-{kind}-spent", [ResultFile("big.bin", path)])
+    with FaultyProxy(moto_server.endpoint, error_when=part_two) as proxy:
+        dest = S3_PROTOCOL[kind](moto_server, moto_bucket, proxy.endpoint, f"spent/{kind}")
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
+        creates = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
+        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
+        aborts = [r for r in proxy.requests if r.method == "DELETE" and "uploadId=" in r.query]
+    assert status.status == "failed"
+    assert status.error is not None and status.error.transient
+    assert parts[2] == RETRY.attempts
+    # every other part at most once (those in flight finish, none starts again)
+    assert all(n == 1 for number, n in parts.items() if number != 2)
+    assert len(creates) == 1 and not completes and len(aborts) == 1
+    pending = moto_raw.list_multipart_uploads(Bucket=moto_bucket, Prefix=f"spent/{kind}")
+    assert not pending.get("Uploads")  # aborted: no parts left behind
+
+
+# -- byte progress: a re-sent part is not counted twice ---------------------------------------
+
+
+def _progress_with_one_failure(store: Any, path: Path) -> list[int]:
+    from destinations._progress import reporting_progress
+    from destinations._retry import retrying_parts
+
+    events: list[int] = []
+    lock = threading.Lock()
+
+    def record(n: int) -> None:
+        with lock:
+            events.append(n)
+
+    with reporting_progress(record), retrying_parts(RETRY):
+        store.put("progress/big.bin", path, size=path.stat().st_size, content_type=None)
+    return events
+
+
+def test_azure_progress_adds_up_when_a_block_is_resent(
+    tmp_path: Path, azurite: Azurite, azure_container: str
+) -> None:
+    path, _ = _big_file(tmp_path, 3 * PART + 1)
+    with FaultyProxy(azurite.base_url, error_when=_FailBlock(2)) as proxy:
+        endpoint = f"{proxy.endpoint}/{AZURITE_ACCOUNT_NAME}"
+        with open_store(_azure(azurite, azure_container, endpoint, "key"), OPTIONS) as store:
+            events = _progress_with_one_failure(store, path)
+        faults = proxy.faults["error"]
+    assert faults == 1
+    assert sum(events) == path.stat().st_size
+
+
+@pytest.mark.parametrize("kind", list(S3_PROTOCOL))
+def test_s3_protocol_progress_adds_up_when_a_part_is_resent(
+    tmp_path: Path, moto_server: MotoHandle, moto_bucket: str, boto3_engine: None, kind: str
+) -> None:
+    path, _ = _big_file(tmp_path, 3 * PART + 1)
+    with FaultyProxy(moto_server.endpoint, error_when=_FailOnce(2)) as proxy:
+        dest = S3_PROTOCOL[kind](moto_server, moto_bucket, proxy.endpoint, f"progress/{kind}")
+        with open_store(dest, OPTIONS) as store:
+            events = _progress_with_one_failure(store, path)
+        faults = proxy.faults["error"]
+    assert faults == 1
+    assert sum(events) == path.stat().st_size
