@@ -109,6 +109,7 @@ Record rules
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import os
@@ -181,9 +182,9 @@ class _Stage(io.RawIOBase):
         self._hash = hashlib.sha256() if digest else None
         self._what = "stream"
 
+    @abc.abstractmethod
     def _take(self, n: int) -> bytes | memoryview:
         """Up to ``n`` (> 0) next bytes; empty only at the end (then ``done`` is set)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def _next(self, n: int) -> bytes | memoryview:
         piece = self._take(n)
