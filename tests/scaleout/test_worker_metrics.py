@@ -334,3 +334,74 @@ def test_json_logs_carry_the_task_context_and_no_secret(
     everything = path.read_text()
     for secret in (moto_server.secret_access_key, wrong_secret, db.key, url_token, marker):
         assert secret not in everything, f"{secret[:6]}… in the worker's output"
+
+
+def test_embedded_runner_reports_the_deliveries_waiting_for_it(
+    sqlite_url: str,
+    make_database: Callable[[str], Database],
+    file_server: FileServer,
+    tmp_path: Path,
+) -> None:
+    """``serve``'s runner (no broker): ``destinations_queue_depth{queue="embedded"}`` counts
+    the stored deliveries no runner holds yet, read from the database at each scrape."""
+    from destinations import _metrics
+    from destinations._runner import DeliveryRunner, RunnerConfig
+    from destinations.persistence import DeliveryStore, NewDelivery
+
+    db = make_database(sqlite_url)
+    target = db.store(local_destination(tmp_path / "out"))
+    (file_server.root / "slow").mkdir()
+    (file_server.root / "slow" / "a.bin").write_bytes(b"a" * 10)
+    (file_server.root / "b.bin").write_bytes(b"b" * 10)
+    store = DeliveryStore(db.engine, db.box)
+
+    def accept(rs_id: str, path: str) -> None:
+        store.insert(
+            NewDelivery(
+                account_id=db.account_id,
+                collection_id="c-1",
+                collection_name="Embedded",
+                result_set_id=rs_id,
+                files=[{"name": "f.bin", "url": f"{file_server.base_url}/{path}",
+                        "content_type": "application/octet-stream"}],
+                now=NOW,
+                mode="local",
+                targets=[(target, "local", "queued", "queued")],
+            )
+        )
+
+    depth = 'destinations_queue_depth{queue="embedded"}'
+
+    def sample() -> float | None:
+        for line in _metrics.render().decode().splitlines():
+            if line.startswith(depth + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def until(expected: float | None) -> None:
+        deadline = time.monotonic() + 15
+        while (seen := sample()) != expected:
+            assert time.monotonic() < deadline, f"queue depth {seen}, expected {expected}"
+            time.sleep(0.05)
+
+    runner = DeliveryRunner(store, db.repository, RunnerConfig(workers=1, poll_interval=0.1))
+    finished: list[str] = []
+    runner.on_finished = finished.append
+    runner.start()
+    try:
+        until(0.0)
+        accept("rs-slow", "slow/a.bin")
+        assert file_server.requested_slow.wait(15)  # the one runner slot is busy now
+        for i in range(3):
+            accept(f"rs-{i}", "b.bin")
+        until(3.0)
+        file_server.release.set()
+        until(0.0)
+        deadline = time.monotonic() + 15
+        while len(finished) < 4:
+            assert time.monotonic() < deadline, finished
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert sample() is None  # a stopped runner reports nothing
+    assert all(store.get(d).status == "success" for d in finished)

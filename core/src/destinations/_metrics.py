@@ -243,7 +243,7 @@ def clear_queue_depth(queue: str, read: Callable[[], float] | None = None) -> No
     if m is None:
         return
     with _lock:
-        if read is not None and _readers.get(queue) is not read:
+        if read is not None and _readers.get(queue) != read:
             return
         _readers.pop(queue, None)
         with contextlib.suppress(KeyError):
