@@ -62,6 +62,7 @@ class Got:
     sha256: str
     start: int
     end: int | None
+    header: bytes
 
 
 def _split(
@@ -95,7 +96,7 @@ def _split(
         assert part.done
         parts.append(
             Got(b"".join(pieces), part.records, part.size, part.sha256, part.source_start,
-                part.source_end)
+                part.source_end, part.header)
         )  # fmt: skip
     return parts
 
@@ -132,7 +133,8 @@ def _check(
         assert p.size == len(p.data)
         assert p.sha256 == hashlib.sha256(p.data).hexdigest()
         assert p.end is not None
-        assert header + data[p.start : p.end] == p.data
+        assert p.header == header
+        assert p.header + data[p.start : p.end] == p.data
     # No part exceeds a limit unless it is a single (oversize) record.
     for p in parts:
         if max_records is not None:

@@ -67,7 +67,8 @@ lookahead=LOOKAHEAD, digest=True) -> Iterator[Part]``
     included, before any compression), ``sha256`` (of those bytes; only with
     ``digest=True``), ``source_start`` / ``source_end`` (the byte range of its records in
     the source, header excluded: with a seekable source, a part can be re-read for a retry
-    as ``header + source[source_start:source_end]``). ``number`` is 1-based. ``read(n)``
+    as ``part.header + source[source_start:source_end]``; ``header`` is ``b""`` for JSON
+    Lines). ``number`` is 1-based. ``read(n)``
     never returns short, like ``CompressedReader``. Pass ``digest=False`` when the part's
     own sha256 is not wanted (it is compressed, or the caller hashes what it stores).
 
@@ -437,6 +438,8 @@ class Part(_Stage):
         self.records = 0
         self.source_start = splitter.offset
         self.source_end: int | None = None
+        #: The CSV header this part starts with (``b""`` for JSON Lines).
+        self.header: bytes = splitter.header
         self._what = f"part {number}"
         self._splitter = splitter
         self._header = memoryview(splitter.header)
