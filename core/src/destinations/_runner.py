@@ -155,6 +155,7 @@ class DeliveryRunner:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._running: set[str] = set()
+        self._reserved = 0
         self._sending: set[str] = set()
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -191,6 +192,29 @@ class DeliveryRunner:
     @property
     def started(self) -> bool:
         return bool(self._threads)
+
+    def reserve(self) -> str | None:
+        """A slot for a delivery about to be stored: the owner to store it claimed by (then
+        :meth:`run_reserved` starts it without a trip through the claim loop), or None
+        when every slot is taken (the loop claims it when one frees)."""
+        with self._lock:
+            if not self._threads or self._stopping.is_set():
+                return None
+            if len(self._running) + self._reserved >= self.config.workers:
+                return None
+            self._reserved += 1
+            return self.owner
+
+    def run_reserved(self, delivery_id: str | None) -> None:
+        """Start the delivery stored with :meth:`reserve`'s claim (None: it was not stored,
+        give the slot back)."""
+        with self._lock:
+            self._reserved -= 1
+            if delivery_id is None:
+                return
+            self._running.add(delivery_id)
+        assert self._pool is not None
+        self._pool.submit(self._run, delivery_id)
 
     def notify(self) -> None:
         """Look for work now (a delivery was accepted or retried)."""
@@ -233,7 +257,7 @@ class DeliveryRunner:
     def _claim(self) -> None:
         assert self._pool is not None and self._webhook_pool is not None
         with self._lock:
-            free = self.config.workers - len(self._running)
+            free = self.config.workers - len(self._running) - self._reserved
             free_senders = self.config.webhook_workers - len(self._sending)
         lease = self.config.lease_seconds
         for delivery_id in self.store.claim_runs(self.owner, lease, free):
@@ -325,12 +349,20 @@ class DeliveryRunner:
                             status.bytes,
                             status.seconds,
                         )
-        finished = self.store.finish_run(self.owner, delivery_id, outcomes, error=error)
+        finished = self.store.finish_run(
+            self.owner, delivery_id, outcomes, error=error,
+            webhook_lease=self.config.lease_seconds,
+        )
         if finished is not None:
             if self.on_finished is not None:
                 self.on_finished(delivery_id)
             if finished.webhook_status == "pending":
-                self._wake.set()
+                due = self.store.due_webhook(finished)
+                if due is not None:
+                    with self._lock:
+                        self._sending.add(due.delivery_id)
+                    assert self._webhook_pool is not None
+                    self._webhook_pool.submit(self._send, due)
 
     def _load(
         self, delivery: StoredDelivery, target: StoredTarget

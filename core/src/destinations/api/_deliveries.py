@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -162,16 +163,27 @@ class DeliveryApi:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
         )
+        self.runner.start()
+        owner = self.runner.reserve()
+        if owner is not None:
+            new = dataclasses.replace(
+                new, lease_owner=owner, lease_seconds=self.runner.config.lease_seconds
+            )
+        started: str | None = None
         try:
             delivery, created = self.store.insert(new)
+            if created and owner is not None and not delivery.final:
+                started = delivery.id
         except IdempotencyConflict as exc:
             raise ApiError(
                 409,
                 "Idempotency-Key was already used with a different request; send the same "
                 "body again, or use a new key for a new delivery",
             ) from exc
-        if created:
-            self.runner.start()
+        finally:
+            if owner is not None:
+                self.runner.run_reserved(started)  # stored claimed: it starts now
+        if created and started is None:
             self.runner.notify()
         return delivery.to_dict(), created
 

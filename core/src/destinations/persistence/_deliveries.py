@@ -263,6 +263,9 @@ class NewDelivery:
     webhook_url: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    #: Stored already claimed by this runner (it has a free slot and starts it at once).
+    lease_owner: str | None = None
+    lease_seconds: float = 0.0
 
 
 @final
@@ -508,6 +511,10 @@ class DeliveryStore:
             updated_at=now,
             idempotency_key=new.idempotency_key,
             request_hash=new.request_hash,
+            lease_owner=new.lease_owner,
+            lease_until=(
+                now + timedelta(seconds=new.lease_seconds) if new.lease_owner is not None else None
+            ),
         )
         targets = [
             DeliveryTargetRow(
@@ -746,11 +753,13 @@ class DeliveryStore:
         outcomes: Mapping[str, tuple[str, Sequence[Mapping[str, str]], Sequence[str], int, float]],
         *,
         error: str | None = None,
+        webhook_lease: float = 0.0,
     ) -> StoredDelivery | None:
         """One run's end in one transaction: each destination's ``(status, log entries to
         add, keys, bytes, seconds)``, then — every destination final — the delivery's final
         status, its completion event (when a webhook URL applies) and the lease released.
-        ``error``: why the run failed as a whole (a file could not be had). Returns the
+        ``error``: why the run failed as a whole (a file could not be had).
+        ``webhook_lease``: keep the claim that long for sending the event at once. Returns the
         finished delivery, or None when the claim was lost meanwhile."""
         now = utcnow()
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
@@ -794,8 +803,24 @@ class DeliveryStore:
                 row.webhook_next_at = now
                 row.webhook_first_at = None
                 row.webhook_event = completion_event(_delivery(row, targets))
+                if webhook_lease:  # the finishing runner sends the event itself, now
+                    row.lease_owner = owner
+                    row.lease_until = now + timedelta(seconds=webhook_lease)
             session.flush()
             return _delivery(row, targets)
+
+    def due_webhook(self, delivery: StoredDelivery) -> DueWebhook | None:
+        """The first attempt of ``delivery``'s pending event, which :meth:`finish_run` left
+        claimed by the runner that finished it."""
+        with Session(self.engine) as session:
+            row = session.get(DeliveryRow, delivery.id)
+            if row is None or row.webhook_status != "pending" or row.webhook_event is None:
+                return None
+            assert row.webhook_target is not None
+            return DueWebhook(
+                row.id, row.account_id, row.run, row.webhook_target, row.webhook_event,
+                utcnow(), 0,
+            )
 
     def mark_dispatched(self, owner: str, delivery_id: str, run: int) -> None:
         with self.engine.begin() as connection:
