@@ -405,3 +405,62 @@ def test_embedded_runner_reports_the_deliveries_waiting_for_it(
         runner.stop()
     assert sample() is None  # a stopped runner reports nothing
     assert all(store.get(d).status == "success" for d in finished)
+
+
+def test_an_unreadable_broker_gives_nan_not_a_stale_depth(
+    broker: Broker, sqlite_url: str, make_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    """The worker's reader: the real broker's count, then NaN once the broker cannot be read
+    (a loopback port nothing listens on), with a warning that names no address."""
+    import logging
+    import socket
+
+    from destinations import _metrics
+    from destinations.celery.cli import _watch_queue
+
+    db = make_database(sqlite_url)
+    target = db.store(local_destination(tmp_path / "out"))
+    app = create_celery(
+        broker.url, db.url, queue=broker.queue, transport_options=broker.transport_options
+    )
+    fan_out(app, result_set(tmp_path, "rs-nan", {"a.txt": b"x"}), [target], now=NOW)
+    stop = threading.Event()
+    stop.set()  # one read, then return
+    sample = f'destinations_queue_depth{{queue="{broker.queue}"}}'
+
+    def value() -> str:
+        lines = [ln for ln in _metrics.render().decode().splitlines() if ln.startswith(sample)]
+        return lines[0].rsplit(" ", 1)[1]
+
+    try:
+        _watch_queue(app, broker.queue, 0.1, stop)
+        assert value() == "1.0"
+    finally:
+        app.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket closes
+    scheme = "redis" if broker.kind == "redis" else "amqp"
+    dead = create_celery(
+        f"{scheme}://127.0.0.1:{closed}/0" if scheme == "redis"
+        else f"amqp://guest:guest@127.0.0.1:{closed}//",
+        db.url,
+        queue=broker.queue,
+    )
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("destinations.celery")
+    logger.addHandler(handler)
+    try:
+        started = time.monotonic()
+        _watch_queue(dead, broker.queue, 0.1, stop)
+        assert time.monotonic() - started < 15
+        assert value() == "NaN"
+    finally:
+        logger.removeHandler(handler)
+        dead.close()
+        _metrics.clear_queue_depth(broker.queue)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert warnings and all("reading its depth failed" in w for w in warnings), warnings
+    assert f"127.0.0.1:{closed}" not in " ".join(warnings)  # no broker address in the log
