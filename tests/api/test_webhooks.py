@@ -251,3 +251,26 @@ def test_cli_sets_the_default_webhook_and_shows_the_secret_once(tmp_path: Path) 
     bad = destinations_cli("webhooks", "set", "--account", "nobody", "https://h.example/x",
                            "--database-url", database_url, env=env)
     assert bad.returncode == 2 and "nobody" in bad.stderr
+
+
+def test_rotate_encryption_re_encrypts_webhook_secrets(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from cryptography.fernet import Fernet
+
+    from destinations.api.cli import keys as keys_cli
+    from destinations.persistence import SecretBox, make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'rotate.db'}"
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    create_api_key("rotating", database_url=url)
+    engine = make_engine(url)
+    upgrade(engine)
+    created = DeliveryStore(engine, SecretBox([old])).set_webhook(1, "https://hooks.example/x")
+    result = CliRunner().invoke(
+        keys_cli, ["rotate-encryption", "--database-url", url],
+        env={"DESTINATIONS_ENCRYPTION_KEYS": f"{new},{old}"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 1 webhook secret(s)" in result.output
+    assert DeliveryStore(engine, SecretBox([new])).webhook_secret(1) == created.secret
+    engine.dispose()

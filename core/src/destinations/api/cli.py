@@ -282,7 +282,7 @@ def rotate_encryption(database_url: str) -> None:
     When it reports every row rotated, the old keys can be removed.
     """
     from .. import SecretsUnreadable
-    from ..persistence import load_secret_box, make_engine, rotate_secrets, upgrade
+    from ..persistence import DeliveryStore, load_secret_box, make_engine, rotate_secrets, upgrade
 
     try:
         # No test decryption first: this command counts the rows no key opens itself.
@@ -293,13 +293,19 @@ def rotate_encryption(database_url: str) -> None:
     try:
         upgrade(engine)
         rotated, failed = rotate_secrets(engine, box)
+        hooks, hooks_failed = DeliveryStore(engine, box).rotate_webhook_secrets()
     finally:
         engine.dispose()
     click.echo(f"re-encrypted {rotated} destination(s) with the newest key")
-    if failed:
+    click.echo(f"re-encrypted {hooks} webhook secret(s) with the newest key")
+    unreadable = [
+        f"{count} {what} could not be decrypted with any configured key (left unchanged)"
+        for count, what in ((failed, "destination(s)"), (hooks_failed, "webhook secret(s)"))
+        if count
+    ]
+    if unreadable:
         raise click.ClickException(
-            f"{failed} destination(s) could not be decrypted with any configured key "
-            "(left unchanged); add the key they were encrypted with and run this again"
+            "; ".join(unreadable) + "; add the key they were encrypted with and run this again"
         )
 
 

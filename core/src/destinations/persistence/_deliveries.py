@@ -1049,6 +1049,36 @@ class DeliveryStore:
                 row.updated_at = now
         return WebhookEndpoint(account_id, row.url, row.secret_created_at, created)
 
+    def rotate_webhook_secrets(self) -> tuple[int, int]:
+        """Re-encrypt every account's webhook secret with the box's newest key (``destinations
+        keys rotate-encryption``); ``(rotated, failed)``. A row changed meanwhile is left (it
+        is on the newest key already)."""
+        from .. import SecretsUnreadable
+
+        box = self._box()
+        rotated = failed = 0
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(WebhookEndpointRow.account_id, WebhookEndpointRow.secret)
+            ).all()
+        for account_id, token in rows:
+            try:
+                new = box.rotate(token)
+            except SecretsUnreadable:
+                failed += 1
+                continue
+            with self.engine.begin() as connection:
+                connection.execute(
+                    update(WebhookEndpointRow)
+                    .where(
+                        WebhookEndpointRow.account_id == account_id,
+                        WebhookEndpointRow.secret == token,
+                    )
+                    .values(secret=new)
+                )
+            rotated += 1
+        return rotated, failed
+
     def _box(self) -> SecretBox:
         if self.box is None:
             raise RuntimeError("webhook secrets need the secret box (encryption keys)")
