@@ -388,6 +388,7 @@ class _Delivery:
                     shape.split,
                     max_records=dest.max_file_records,
                     max_bytes=dest.max_file_bytes,
+                    digest=False,  # the stored bytes are hashed below, once
                 )
                 for part in parts:
                     key = self.part_key(run, file.name, part.number, shape.codec)
