@@ -33,6 +33,7 @@ class ProbeFields(BaseModel):
     probe_open: str = ""  # "store_error" or "crash": opening the store fails
     probe_put: str = ""  # "base": a BaseException that is not an Exception
     probe_delete_delay: float = 0.0
+    probe_delete_crash: bool = False
 
 
 class ProbeStore(Store):
@@ -65,6 +66,8 @@ class ProbeStore(Store):
 
     def delete(self, key: str) -> None:
         time.sleep(self.fields.probe_delete_delay)
+        if self.fields.probe_delete_crash:
+            raise OSError("unmapped")
         with self.lock:
             ProbeStore.deletes.append(key)
 
@@ -306,3 +309,27 @@ def test_a_hung_probe_does_not_keep_the_process_alive() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
     )
     assert (done.returncode, done.stdout.strip()) == (0, "timeout")
+
+
+def test_put_and_open_failures_name_the_probe_key(probe: type[ProbeStore]) -> None:
+    for fields in ({"probe_open": "store_error"}, {"probe_open": "crash"}):
+        with pytest.raises(VerificationFailed) as info:
+            verify(dest(**fields))
+        assert info.value.probe_key.startswith("destinations-verify-")
+    from tests.core import fakeplugin
+
+    fakeplugin.install()
+    d = parse_destination({"name": "n", "enabled": True, "type": "scripted",
+                           "scripted_token": "t", "scripted_fail_put": "access_denied"})
+    with pytest.raises(VerificationFailed) as info:
+        verify(d)
+    assert info.value.probe_key.startswith("destinations-verify-")
+
+
+def test_an_unmapped_delete_failure_names_the_plugin(probe: type[ProbeStore]) -> None:
+    with pytest.raises(VerificationFailed) as info:
+        verify(dest(probe_delete_crash=True))
+    exc = info.value
+    assert (exc.step, exc.code, exc.provider_code, exc.probe_left) == (
+        "delete", "provider_error", "OSError", True)
+    assert exc.message.startswith("the probe plugin raised an unexpected OSError. The probe")
