@@ -205,3 +205,49 @@ def test_a_failed_part_is_sent_again_alone(
     assert any(n > 1 for n in per_key.values()) and any(n == 1 for n in per_key.values())
     read = s3_reader(moto_raw, moto_bucket)
     assert b"".join(read(k) for k in status.keys) == JSONL
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable stream, like a socket."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(min(len(buffer), 7000))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("kind", ["path", "seekable stream", "non-seekable stream"])
+def test_every_kind_of_source_splits_into_the_same_parts(tmp_path: Path, kind: str) -> None:
+    source: dict[str, Any]
+    if kind == "path":
+        (tmp_path / "p.csv").write_bytes(CSV)
+        source = {"path": tmp_path / "p.csv"}
+    elif kind == "seekable stream":
+        stream = io.BytesIO(b"junk before" + CSV)
+        stream.seek(len(b"junk before"))  # read from the stream's position
+        source = {"stream": stream}
+    else:
+        source = {"stream": io.BufferedReader(_Pipe(CSV))}
+    out = tmp_path / "out"
+    dest = local_destination(out, local_path_prefix="", max_file_records=50, manifest=True)
+    rs = ResultSet(
+        "c", "n", "r", [ResultFile("p.csv", source.get("path"), stream=source.get("stream"))]
+    )
+    (status,) = deliver(rs, [dest])
+    assert status.status == "success", status.error
+    *keys, manifest_key = status.keys
+    parts = [(out / k).read_bytes() for k in keys]
+    header = b"sku,note\r\n"
+    assert [k for k in keys] == ["p-00001.csv", "p-00002.csv", "p-00003.csv"]
+    assert header + b"".join(p[len(header) :] for p in parts) == CSV
+    manifest = json.loads((out / manifest_key).read_text())
+    assert [f["sha256"] for f in manifest["files"]] == [
+        hashlib.sha256(p).hexdigest() for p in parts
+    ]
+    assert [f["records"] for f in manifest["files"]] == [50, 50, 20]

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
@@ -72,6 +72,7 @@ from ._shaping import (
     SUFFIXES,
     Codec,
     CompressedReader,
+    Part,
     RecordFormat,
     record_format,
     split_records,
@@ -334,7 +335,14 @@ class _Delivery:
         )
 
     def put_compressed(
-        self, run: _Run, store: Store, key: str, prepared: Prepared, codec: Codec
+        self,
+        run: _Run,
+        store: Store,
+        key: str,
+        prepared: Prepared,
+        codec: Codec,
+        *,
+        announce: bool = True,
     ) -> _Object:
         """Compress ``prepared`` on the way to ``store`` (unsized upload; every attempt
         compresses again from the start). Progress counts the file's own bytes read."""
@@ -367,65 +375,143 @@ class _Delivery:
         call_with_retries(attempt, self.retry, attempts=attempts, on_retry=self._on_retry(run, key))
         reader = done[-1]
         obj = _Object(key, reader.size, file.name, sha256=reader.sha256, compression=codec)
-        self.delivered(run, obj)
+        if announce:
+            self.delivered(run, obj)
         return obj
 
     def put_parts(
         self, run: _Run, store: Store, prepared: Prepared, shape: _Shape
     ) -> list[_Object]:
-        """Split ``prepared`` at record boundaries; each part (compressed if asked) is spooled
-        to an anonymous temporary file on disk, then put with retries like any file, so a
-        failed part is sent again alone and memory stays flat."""
-        file = prepared.file
-        dest = run.destination
+        """Split ``prepared`` at record boundaries and put every part (compressed if asked)
+        with its own retries, so a failed part is sent again alone and memory stays flat.
+
+        A file on disk or a seekable stream is read once to find the parts, then each part
+        is uploaded as a view of its range (its CSV header, then its records): nothing is
+        copied. A stream that cannot be rewound is split as it is read, each part spooled to
+        an anonymous temporary file on disk first."""
         assert shape.split is not None
         written: list[_Object] = []
         key = None
         try:
-            with open_source(prepared.attempt()) as raw:
-                parts = split_records(
-                    raw,
-                    shape.split,
-                    max_records=dest.max_file_records,
-                    max_bytes=dest.max_file_bytes,
-                    digest=False,  # the stored bytes are hashed below, once
-                )
-                for part in parts:
-                    key = self.part_key(run, file.name, part.number, shape.codec)
-                    body: io.RawIOBase = (
-                        part if shape.codec is None else CompressedReader(part, shape.codec)
-                    )
-                    spool = tempfile.TemporaryFile(prefix="destinations-part-")  # noqa: SIM115
-                    digest = hashlib.sha256()
-                    try:
-                        while chunk := body.read(CHUNK):
-                            spool.write(chunk)
-                            digest.update(chunk)
-                        size = spool.tell()
-                        piece = ResultFile(
-                            file.name,
-                            stream=cast(BinaryIO, spool),
-                            content_type=file.content_type,
-                            metadata=file.metadata,
-                        )
-                        shared = SharedStream(piece, spool, 0, size, owned=True)
-                        self.put(run, store, key, shared)
-                    finally:
-                        spool.close()
-                    obj = _Object(
-                        key,
-                        size,
-                        file.name,
-                        sha256=digest.hexdigest(),
-                        records=part.records,
-                        part=part.number,
-                        compression=shape.codec,
-                    )
-                    written.append(obj)
-                    self.delivered(run, obj)
+            if isinstance(prepared, PathFile | SharedStream):
+                for span in self._spans(run, prepared, shape.split):
+                    key = self.part_key(run, prepared.file.name, span.number, shape.codec)
+                    written.append(self._put_span(run, store, key, prepared, span, shape.codec))
+            else:
+                with open_source(prepared.attempt()) as raw:
+                    for part in split_records(
+                        raw,
+                        shape.split,
+                        max_records=run.destination.max_file_records,
+                        max_bytes=run.destination.max_file_bytes,
+                        digest=False,
+                    ):
+                        key = self.part_key(run, prepared.file.name, part.number, shape.codec)
+                        written.append(self._put_spooled(run, store, key, prepared, part, shape))
         except Exception as exc:
             raise _PartFailed(exc, key, written) from exc
         return written
+
+    def _spans(
+        self, run: _Run, prepared: PathFile | SharedStream, fmt: RecordFormat
+    ) -> list[_Span]:
+        """Where each part of a rewindable source lies (one read; only the boundaries are
+        kept)."""
+        spans: list[_Span] = []
+        buffer = bytearray(CHUNK)
+        with open_source(prepared.attempt()) as raw:
+            for part in split_records(
+                raw,
+                fmt,
+                max_records=run.destination.max_file_records,
+                max_bytes=run.destination.max_file_bytes,
+                digest=False,
+            ):
+                while part.readinto(buffer):
+                    pass
+                assert part.source_end is not None
+                spans.append(
+                    _Span(
+                        part.number, part.records, part.header, part.source_start, part.source_end
+                    )
+                )
+        return spans
+
+    def _put_span(
+        self,
+        run: _Run,
+        store: Store,
+        key: str,
+        prepared: PathFile | SharedStream,
+        span: _Span,
+        codec: Codec | None,
+    ) -> _Object:
+        file = prepared.file
+        size = len(span.header) + span.end - span.start
+        if isinstance(prepared, PathFile):
+            view = SharedStream(
+                file,
+                open(prepared.path, "rb"),  # noqa: SIM115 - closed by release()
+                span.start,
+                size,
+                owned=True,
+                prefix=span.header,
+            )
+        else:
+            view = SharedStream(
+                file,
+                prepared.raw,
+                prepared.start + span.start,
+                size,
+                prefix=span.header,
+                read_lock=prepared.read_lock,
+            )
+        try:
+            if codec is not None:
+                obj = self.put_compressed(run, store, key, view, codec, announce=False)
+            else:
+                self.put(run, store, key, view)
+                # the manifest's sha256 (usually from the upload's own in-order read)
+                digest = view.sha256() if run.destination.manifest else None
+                obj = _Object(key, size, file.name, sha256=digest)
+        finally:
+            view.release()
+        obj = replace(obj, records=span.records, part=span.number)
+        self.delivered(run, obj)
+        return obj
+
+    def _put_spooled(
+        self, run: _Run, store: Store, key: str, prepared: Prepared, part: Part, shape: _Shape
+    ) -> _Object:
+        file = prepared.file
+        body: io.RawIOBase = part if shape.codec is None else CompressedReader(part, shape.codec)
+        spool = tempfile.TemporaryFile(prefix="destinations-part-")  # noqa: SIM115
+        digest = hashlib.sha256()
+        try:
+            while chunk := body.read(CHUNK):
+                spool.write(chunk)
+                digest.update(chunk)
+            size = spool.tell()
+            piece = ResultFile(
+                file.name,
+                stream=cast(BinaryIO, spool),
+                content_type=file.content_type,
+                metadata=file.metadata,
+            )
+            self.put(run, store, key, SharedStream(piece, spool, 0, size))
+        finally:
+            spool.close()
+        obj = _Object(
+            key,
+            size,
+            file.name,
+            sha256=digest.hexdigest(),
+            records=part.records,
+            part=part.number,
+            compression=shape.codec,
+        )
+        self.delivered(run, obj)
+        return obj
 
     def part_key(self, run: _Run, file_name: str, number: int, codec: Codec | None) -> str:
         rs = self.result_set
@@ -674,6 +760,18 @@ def _plan(delivery: _Delivery, destination: Destination) -> _Run:
     run.written = [[] for _ in run.keys]
     run.remaining = len(run.keys)
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Where one part of a split file lies in its source: records ``start:end`` after the
+    repeated CSV ``header``."""
+
+    number: int
+    records: int
+    header: bytes
+    start: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True)

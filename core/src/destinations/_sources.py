@@ -127,18 +127,33 @@ class PathFile(Prepared):
 
 
 class SharedStream(Prepared):
-    """A seekable stream shared by every upload; each gets its own :class:`StreamView`."""
+    """A seekable stream shared by every upload; each gets its own :class:`StreamView`.
+
+    The bytes are ``prefix`` followed by ``size - len(prefix)`` bytes of ``raw`` from
+    ``start`` (a split part: its CSV header, then its records' range of the source).
+    ``read_lock`` serialises the ``seek`` + ``read`` pairs on ``raw``; views of the same raw
+    stream must share it.
+    """
 
     size: int
 
     def __init__(
-        self, file: ResultFile, raw: IO[bytes], start: int, size: int, *, owned: bool = False
+        self,
+        file: ResultFile,
+        raw: IO[bytes],
+        start: int,
+        size: int,
+        *,
+        owned: bool = False,
+        prefix: bytes = b"",
+        read_lock: threading.Lock | None = None,
     ) -> None:
         super().__init__(file)
         self.raw = raw
         self.start = start
         self.size = size
-        self.read_lock = threading.Lock()
+        self.prefix = prefix
+        self.read_lock = threading.Lock() if read_lock is None else read_lock
         self._owned = owned
 
     def attempt(self) -> Source:
@@ -204,9 +219,14 @@ class StreamView(ReaderBase):
         if n <= 0:
             return b""
         shared = self._shared
-        with shared.read_lock:
-            shared.raw.seek(shared.start + self._pos)
-            data = shared.raw.read(n)
+        prefix = shared.prefix
+        head = prefix[self._pos : self._pos + n] if self._pos < len(prefix) else b""
+        data = head
+        if len(head) < n:  # never a short read: some SDKs read a body once, whole
+            with shared.read_lock:
+                shared.raw.seek(shared.start + self._pos + len(head) - len(prefix))
+                rest = shared.raw.read(n - len(head))
+            data = head + rest if head else rest
         self.digest.feed(self._pos, data)
         self._pos += len(data)
         return data
