@@ -47,6 +47,7 @@ from ..persistence import (
     NotRetryable,
     redact_url,
 )
+from ._body import read_params
 from ._errors import NOT_FOUND, ApiError
 from ._limits import check_lengths
 from ._service import DestinationService, Pending
@@ -496,9 +497,9 @@ def _endpoint(work: Endpoint) -> Callable[[Request], Awaitable[Response]]:
 
 
 async def _params(request: Request, limit: int | None = None) -> dict[str, Any]:
-    from ._app import _read_params
-
-    return await _read_params(request, limit or max(request.app.state.max_body_bytes, 1))
+    """The body as the other write endpoints read it (JSON or a form, 413, 408)."""
+    state = request.app.state
+    return await read_params(request, limit or state.max_body_bytes, state.body_timeout)
 
 
 def _idempotency_key(request: Request) -> str | None:
