@@ -334,7 +334,10 @@ def _child(args: argparse.Namespace) -> None:
     from destinations import ResultFile, ResultSet, deliver, open_store
 
     fields: dict[str, Any] = {}
-    if args.child.startswith("gzip"):
+    if args.child == "gzip-split":
+        fields["compression"] = "gzip"
+        fields["max_file_records"] = PART_RECORDS
+    elif args.child.startswith("gzip"):
         fields["compression"] = "gzip"
     elif args.child.startswith("zstd"):
         fields["compression"] = "zstd"
@@ -350,12 +353,16 @@ def _child(args: argparse.Namespace) -> None:
     open_store(dest).close()  # load the SDK before the clock starts
     files = [ResultFile(os.path.basename(p), p) for p in args.data.split(os.pathsep)]
     rs = ResultSet("c", "bench", "rs", files)
+    import resource
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     c0, t0 = _cpu(), time.perf_counter()
     (status,) = deliver(rs, [dest], concurrency=8)
     seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     if status.status != "success":
         raise SystemExit(f"delivery failed: {status.error}")
-    result: dict[str, Any] = {"seconds": seconds, "cpu": cpu}
+    result: dict[str, Any] = {"seconds": seconds, "cpu": cpu, "peak_rss_growth_mib": rss_growth}
     if not args.dest.startswith("s3:"):
         written = sorted(p for p in (Path(args.dest) / "out").rglob("*") if p.is_file())
         result |= {"objects": len(written), "bytes": sum(p.stat().st_size for p in written)}
