@@ -146,7 +146,7 @@ def fetch_to_file(
         except (HTTPError, OSError) as exc:
             raise _transport_error(exc, f"{what}: reading its url failed") from exc
         finally:
-            if not response.isclosed():  # an error answer's body, or a stream cut short:
+            if not response.closed:  # an error answer's body, or a stream cut short:
                 response.close()  # not reusable, and its socket must close now
             response.release_conn()
     finally:

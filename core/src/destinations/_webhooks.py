@@ -153,7 +153,7 @@ class WebhookSender:
                 response.read(_MAX_ANSWER)  # the answer's body is not used; bounded
             status = response.status
         finally:
-            if not response.isclosed():  # unread answer left: do not reuse the connection
+            if not response.closed:  # unread answer left: do not reuse the connection
                 response.close()
             response.release_conn()
         seconds = time.monotonic() - started
