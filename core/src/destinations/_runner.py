@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -157,6 +157,8 @@ class DeliveryRunner:
         self._running: set[str] = set()
         self._reserved = 0
         self._sending: set[str] = set()
+        #: Work handed to a pool and not begun yet (cancelled when the runner stops).
+        self._queued: dict[str, Future[None]] = {}
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
         self._webhook_pool: ThreadPoolExecutor | None = None
@@ -214,7 +216,7 @@ class DeliveryRunner:
                 return
             self._running.add(delivery_id)
         assert self._pool is not None
-        self._pool.submit(self._run, delivery_id)
+        self._submit(self._pool, self._run, delivery_id, delivery_id)
 
     def notify(self) -> None:
         """Look for work now (a delivery was accepted or retried)."""
@@ -228,6 +230,12 @@ class DeliveryRunner:
         _metrics.clear_queue_depth(EMBEDDED_QUEUE, self._waiting)
         for thread in self._threads:
             thread.join(grace)
+        with self._lock:
+            for delivery_id, future in list(self._queued.items()):
+                if future.cancel():  # never begun: its lease expires, another runner takes it
+                    self._running.discard(delivery_id)
+                    self._sending.discard(delivery_id)
+            self._queued.clear()
         for pool in (self._pool, self._webhook_pool):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -237,6 +245,19 @@ class DeliveryRunner:
             waited += 0.05
         if self._sender is not None:
             self._sender.close()
+
+    def _submit(
+        self, pool: ThreadPoolExecutor | None, work: Callable[[Any], None], arg: Any, key: str
+    ) -> None:
+        assert pool is not None
+
+        def begin(value: Any) -> None:
+            with self._lock:
+                self._queued.pop(key, None)
+            work(value)
+
+        with self._lock:
+            self._queued[key] = pool.submit(begin, arg)
 
     @property
     def busy(self) -> bool:
@@ -263,11 +284,11 @@ class DeliveryRunner:
         for delivery_id in self.store.claim_runs(self.owner, lease, free):
             with self._lock:
                 self._running.add(delivery_id)
-            self._pool.submit(self._run, delivery_id)
+            self._submit(self._pool, self._run, delivery_id, delivery_id)
         for due in self.store.claim_webhooks(self.owner, lease, free_senders):
             with self._lock:
                 self._sending.add(due.delivery_id)
-            self._webhook_pool.submit(self._send, due)
+            self._submit(self._webhook_pool, self._send, due, due.delivery_id)
 
     def _heartbeat(self) -> None:
         interval = self.config.lease_seconds / 3
@@ -362,7 +383,7 @@ class DeliveryRunner:
                     with self._lock:
                         self._sending.add(due.delivery_id)
                     assert self._webhook_pool is not None
-                    self._webhook_pool.submit(self._send, due)
+                    self._submit(self._webhook_pool, self._send, due, due.delivery_id)
 
     def _load(
         self, delivery: StoredDelivery, target: StoredTarget
