@@ -80,7 +80,7 @@ __all__ = ["ENGINE_ENV", "NativeS3Store", "native_unsupported", "open_native"]
 ENGINE_ENV = "DESTINATIONS_S3_ENGINE"
 
 #: Parts of a multipart upload buffered at once, at most (bytes).
-_PARTS_IN_FLIGHT_BYTES = 48 * MiB
+_PARTS_IN_FLIGHT_BYTES = 32 * MiB
 #: Reads from a stream or file, when no progress is asked for.
 _READ_STEP = 1 * MiB
 
