@@ -85,12 +85,21 @@ def main() -> None:
         if "verify_then_commit(old, new" in block or "create_celery(" in block or \
                 "destinations_mystore" in block:
             continue  # fragments of an embedding service's code (listed by the test)
+        if "serve_forever()" in block:
+            # the webhook receiver program: a server that runs until stopped (its verification
+            # function, the block before, runs here and in tests/api/test_webhooks.py)
+            continue
         results[f"python_{i}"] = run(f"{sys.executable} - <<'PY'\n{block}PY", work, env)
     for i, block in enumerate(sh):
         if any(m in block for m in ("python3 -m venv", "curl", "tox")):
             continue
         if re.search(r"destinations (serve|worker)\b", block):
             continue  # a server's own terminal: it runs until Ctrl-C (command 1 runs one)
+        if block.lstrip().startswith("# terminal"):
+            # the delivery walkthrough's terminals depend on each other (a restarted serve, a
+            # receiver); they are not run here (tests/api/test_deliveries_served.py runs the
+            # same flow through a real serve)
+            continue
         results[f"sh_{i}"] = run(block, work, env)
     print(json.dumps(results))
 

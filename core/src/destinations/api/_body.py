@@ -121,7 +121,7 @@ async def read_params(request: Request, limit: int, timeout: float) -> dict[str,
         _check_unicode(data)
         return data
     if media_type in ("application/x-www-form-urlencoded", ""):
-        if body.lstrip()[:1] in (b"{", b"["):  # JSON without a JSON Content-Type
+        if bytes(body.lstrip()[:1]) in (b"{", b"["):  # JSON without a JSON Content-Type
             raise ApiError(400, form_body_problem(bytes(body)))
         try:
             pairs = parse_qsl(
