@@ -12,7 +12,7 @@ import io
 import json
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,7 +55,7 @@ class FlakyStore(Store):
         size: int | None,
         content_type: str | None,
         content_encoding: str | None = None,
-        metadata: dict[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         with open_source(source) as f:
             data = f.read()
