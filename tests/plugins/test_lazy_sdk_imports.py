@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from tests.emulators.gcs_auth import new_key, service_account_json
 SDK_MODULES = (
     "boto3",
     "botocore",
+    "obstore",
     "azure.storage",
     "azure.core",
     "oss2",
@@ -91,10 +93,14 @@ def _valid_params() -> dict[str, dict[str, object]]:
     }
 
 
-def _run(body: str, *args: str) -> object:
+def _run(body: str, *args: str, env: dict[str, str] | None = None) -> object:
     code = _PRELUDE + textwrap.dedent(body)
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -148,17 +154,18 @@ def test_types_command_imports_no_sdk() -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "sdk"),
+    ("case", "sdk", "engine"),
     [
-        ("s3", "boto3"),
-        ("s3compatible", "botocore"),
-        ("gcs_hmac", "boto3"),
-        ("gcs_service_account", "google.auth"),
-        ("azure", "azure.storage"),
-        ("oss", "oss2"),
+        ("s3", "boto3", None),
+        ("s3compatible", "botocore", "boto3"),
+        ("s3compatible", "obstore", "native"),
+        ("gcs_hmac", "boto3", None),
+        ("gcs_service_account", "google.auth", None),
+        ("azure", "azure.storage", None),
+        ("oss", "oss2", None),
     ],
 )
-def test_opening_a_store_imports_its_sdk(case: str, sdk: str) -> None:
+def test_opening_a_store_imports_its_sdk(case: str, sdk: str, engine: str | None) -> None:
     out = _run(
         """
         import destinations
@@ -168,6 +175,7 @@ def test_opening_a_store_imports_its_sdk(case: str, sdk: str) -> None:
         print(json.dumps({"before": before, "after": loaded_sdks()}))
         """,
         json.dumps(_valid_params()[case]),
+        env=None if engine is None else {"DESTINATIONS_S3_ENGINE": engine},
     )
     assert isinstance(out, dict)
     assert out["before"] == []
