@@ -5,8 +5,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import datetime
 
-from hypothesis import example, given, note
-from hypothesis import strategies as st
+from hypothesis import example, given, note, strategies as st
 
 from destinations import InvalidTemplate, ObjectKeyTooLong, PathTemplate, object_key
 from destinations._template import TOKENS, sanitize_segment
