@@ -17,9 +17,11 @@ from __future__ import annotations
 import errno
 import http.client
 import io
+import re
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO, Final, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo
@@ -30,7 +32,9 @@ from ._template import MAX_KEY_BYTES
 
 __all__ = [
     "AccessKeyId",
+    "InvalidMetadata",
     "LimitedReader",
+    "MetadataRules",
     "PathPrefix",
     "Secret",
     "SourceTooLarge",
@@ -430,3 +434,90 @@ PathPrefix = Annotated[
         json_schema_extra={"maxLength": MAX_KEY_BYTES},
     ),
 ]
+
+
+# -- user metadata and Content-Encoding, checked before anything is sent ---------------------
+
+# Printable ASCII; no leading or trailing space (HTTP would strip it, so it would not
+# round-trip).
+_HEADER_VALUE = re.compile(r"(?:[!-~](?:[ -~]*[!-~])?)?")
+
+
+class InvalidMetadata(StoreError, ValueError):
+    """``content_encoding`` or ``metadata`` the provider would refuse (code
+    ``provider_error``, ``provider_code`` ``InvalidMetadata``, never transient), raised before
+    any request. Also a :class:`ValueError`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            "provider_error", message, provider_code="InvalidMetadata", transient=False
+        )
+
+
+@dataclass(frozen=True)
+class MetadataRules:
+    """What a provider accepts as user metadata and Content-Encoding.
+
+    ``name`` (a regex a name must match in full) and ``name_rule`` (how to say it);
+    ``case_rule`` explains why two names differing only in case are refused; at most
+    ``limit`` bytes counting ``prefix`` + name + value per entry (``prefix``: the header
+    prefix when the provider counts it, else ``""``), or below ``limit`` when
+    ``limit_inclusive`` is false. Values must be printable ASCII without leading or trailing
+    spaces (HTTP strips them).
+    """
+
+    provider: str
+    name: re.Pattern[str]
+    name_rule: str
+    case_rule: str
+    limit: int
+    prefix: str = ""
+    limit_inclusive: bool = True
+
+    def check_content_encoding(self, value: str | None) -> str | None:
+        """``value`` if it can be stored as Content-Encoding; None for None or ""."""
+        if not value:
+            return None
+        if not _HEADER_VALUE.fullmatch(value):
+            raise InvalidMetadata(
+                f"content_encoding {value[:40]!r} is not a valid header value: use printable "
+                "ASCII with no leading or trailing space (e.g. 'gzip')"
+            )
+        return value
+
+    def check(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        """``metadata`` checked (a copy; empty when there is none)."""
+        if not metadata:
+            return {}
+        seen: dict[str, str] = {}
+        total = 0
+        for name, value in metadata.items():
+            if not isinstance(name, str) or not self.name.fullmatch(name):
+                raise InvalidMetadata(
+                    f"metadata name {str(name)[:40]!r} is not allowed: {self.provider} "
+                    f"metadata names {self.name_rule}"
+                )
+            folded = name.lower()
+            if folded in seen:
+                raise InvalidMetadata(
+                    f"metadata names {seen[folded]!r} and {name!r} differ only in case; "
+                    f"{self.case_rule}"
+                )
+            seen[folded] = name
+            if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+                raise InvalidMetadata(
+                    f"metadata value of {name!r} is not allowed: use printable ASCII with no "
+                    "leading or trailing space (percent- or base64-encode anything else)"
+                )
+            total += len(self.prefix) + len(name) + len(value)
+        over = total > self.limit if self.limit_inclusive else total >= self.limit
+        if over:
+            counted = (
+                f"{self.prefix} header names plus values" if self.prefix else ("names plus values")
+            )
+            most = "at most" if self.limit_inclusive else "less than"
+            raise InvalidMetadata(
+                f"metadata takes {total} bytes ({counted}); {self.provider} allows {most} "
+                f"{self.limit}"
+            )
+        return dict(metadata)

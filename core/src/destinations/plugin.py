@@ -36,7 +36,9 @@ from ._retry import retry_part
 from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
 from ._toolkit import (
     AccessKeyId,
+    InvalidMetadata,
     LimitedReader,
+    MetadataRules,
     PathPrefix,
     Secret,
     SourceTooLarge,
@@ -52,7 +54,9 @@ __all__ = [
     "DestinationType",
     "EndpointNotAllowed",
     "InvalidDestination",
+    "InvalidMetadata",
     "LimitedReader",
+    "MetadataRules",
     "MiB",
     "PathPrefix",
     "ProgressCallback",
