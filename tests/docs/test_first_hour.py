@@ -260,3 +260,44 @@ def test_doctor_exit_codes(tmp_path: Path) -> None:
     assert wrong.returncode == 1 and "FAIL encryption keys" in wrong.stdout
     guard = cli("doctor", cwd=tmp_path, env={"DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS": "1"})
     assert "warn endpoint guard: OFF" in guard.stdout
+
+
+def test_a_library_delivery_pays_for_no_metrics_a_process_that_exports_gets_them(
+    tmp_path: Path,
+) -> None:
+    """deliver() in a process that exports no Prometheus metrics imports no prometheus-client;
+    once the process uses it (serve's /metrics, a worker's port, the service's own exporter),
+    the same delivery is counted."""
+    import subprocess
+    import sys
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "a.json").write_text("{}")
+    code = f"""
+import sys, destinations
+{{prelude}}
+dest = destinations.parse_destination({{{{"name": "n", "enabled": True, "type": "local",
+    "local_directory": {str(tmp_path / "out")!r}}}}})
+files = [destinations.ResultFile("a.json", {str(tmp_path / "a.json")!r})]
+rs = destinations.ResultSet("c", "n", "r", files)
+assert destinations.deliver(rs, [dest]).ok
+loaded = "prometheus_client" in sys.modules
+counted = None
+if loaded:
+    from prometheus_client import REGISTRY
+    labels = {{{{"type": "local", "status": "delivered"}}}}
+    counted = REGISTRY.get_sample_value("destinations_files_total", labels)
+print(loaded, counted)
+"""
+    plain = subprocess.run(
+        [sys.executable, "-c", code.format(prelude="")], capture_output=True, text=True
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.split() == ["False", "None"]
+    exporting = subprocess.run(
+        [sys.executable, "-c", code.format(prelude="import prometheus_client")],
+        capture_output=True,
+        text=True,
+    )
+    assert exporting.returncode == 0, exporting.stderr
+    assert exporting.stdout.split() == ["True", "1.0"]

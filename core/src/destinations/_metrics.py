@@ -159,9 +159,15 @@ def available() -> bool:
 
 
 def metrics() -> Metrics | None:
-    """The process's metrics, created on first use; None without prometheus-client."""
+    """The process's metrics, created on first use.
+
+    None without prometheus-client, and None until the process uses Prometheus (something
+    imported prometheus-client: ``serve``'s ``/metrics``, ``worker --metrics-port``, or the
+    embedding service's own exporter): a library call such as ``deliver()`` in a process
+    that exports nothing does not pay for importing it (30-50 ms of CPU) or counting.
+    """
     global _metrics
-    if _metrics is None and available():
+    if _metrics is None and "prometheus_client" in sys.modules and available():
         with _lock:
             if _metrics is None:
                 _metrics = Metrics()
