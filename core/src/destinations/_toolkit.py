@@ -15,11 +15,10 @@ No SDK is imported here: library exceptions are recognised by their class names 
 from __future__ import annotations
 
 import errno
-import http.client
 import io
 import re
 import socket
-import ssl
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO, Final, Literal
@@ -97,15 +96,21 @@ _PRIORITY: Final[tuple[_Kind, ...]] = ("timeout", "tls", "dns", "refused", "conn
 
 
 def _stdlib_kind(exc: BaseException) -> _Kind | None:
+    # ssl and http.client are looked up, not imported: an exception of theirs exists only if
+    # something loaded them (importing them here would cost every first store ~9 ms).
+    ssl = sys.modules.get("ssl")
+    client = sys.modules.get("http.client")
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
         return "timeout"
-    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+    if ssl is not None and isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return "tls"
     if isinstance(exc, socket.gaierror | socket.herror):
         return "dns"
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
-    if isinstance(exc, ConnectionError | http.client.IncompleteRead):
+    if isinstance(exc, ConnectionError) or (
+        client is not None and isinstance(exc, client.IncompleteRead)
+    ):
         # reset, aborted, broken pipe, RemoteDisconnected: the connection was cut
         return "dropped"
     if isinstance(exc, OSError) and exc.errno in _NO_ROUTE:
