@@ -35,6 +35,80 @@ def run(cmd: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> dict[
     return {"rc": done.returncode, "out": done.stdout[-4000:], "err": done.stderr[-4000:]}
 
 
+def _wait_port(port: int, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def walkthrough(
+    sh: list[str], py: list[str], work: Path, env: dict[str, str], key: str
+) -> dict[str, object]:
+    """The delivery walkthrough as a user runs it: terminal 1 (serve with a file root),
+    terminal 2 (destination, files, webhook: copy the secret), terminal 3 (receiver.py, saved
+    from the README's two Python blocks, with that secret), terminal 2 again (submit; the
+    delivery id copied into the GET)."""
+    terminals = [b for b in sh if b.lstrip().startswith("# terminal")]
+    first = next(b for b in terminals if b.lstrip().startswith("# terminal 1"))
+    setup, submit = (b for b in terminals if b.lstrip().startswith("# terminal 2"))
+    receiver_cmd = next(b for b in terminals if b.lstrip().startswith("# terminal 3"))
+    verify_fn = next(b for b in py if "def verify_destinations_signature" in b)
+    program = next(b for b in py if "serve_forever()" in b)
+    (work / "receiver.py").write_text(verify_fn + "\n\n" + program)
+    out: dict[str, object] = {}
+    server = subprocess.Popen(["bash", "-c", first], cwd=work, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    receiver = None
+    try:
+        out["served"] = _wait_port(8000)
+        done = run(setup.replace("KEY=dst_...", f"KEY={key}"), work, env)
+        out["setup"] = done
+        secret = re.search(r'"secret":"(whsec_[^"]+)"', str(done["out"]))
+        out["secret_shown"] = bool(secret)
+        receiver = subprocess.Popen(
+            ["bash", "-c", receiver_cmd.replace("whsec_...", secret[1] if secret else "none")],
+            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        out["receiving"] = _wait_port(9000)
+        post, _, rest = submit.partition("curl -s \"http://127.0.0.1:8000/deliveries/dlv_...")
+        done = run(post.replace("KEY=dst_...", f"KEY={key}"), work, {**env, "KEY": key})
+        out["submitted"] = done
+        delivery = re.search(r'"id":"(dlv_[^"]+)"', str(done["out"]))
+        final: dict[str, object] = {}
+        if delivery:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                final = run(
+                    'curl -s "http://127.0.0.1:8000/deliveries/' + delivery[1] + rest.split("\n")[0],
+                    work, {**env, "KEY": key},
+                )
+                if '"status":"success"' in str(final["out"]):
+                    break
+                time.sleep(0.5)
+        out["final"] = final
+        out["listed"] = run(rest.split("\n", 1)[1], work, env) if "\n" in rest else {}
+        time.sleep(1.0)  # the completion event is sent right after the final status
+    finally:
+        for process in (receiver, server):
+            if process is not None:
+                # Ctrl-C for serve; the receiver (a plain HTTPServer) is simply ended
+                os.killpg(process.pid, signal.SIGTERM if process is receiver else signal.SIGINT)
+                try:
+                    printed, _ = process.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    printed, _ = process.communicate()
+                if process is receiver:
+                    out["receiver_printed"] = printed[-8000:]
+    return out
+
+
 def main() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = Path(tempfile.mkdtemp(prefix="readme-"))
@@ -81,13 +155,14 @@ def main() -> None:
         os.killpg(server.pid, signal.SIGINT)
         server.wait(timeout=30)
 
+    results["walkthrough"] = walkthrough(sh, py, work, env, key)
+
     for i, block in enumerate(py):
         if "verify_then_commit(old, new" in block or "create_celery(" in block or \
                 "destinations_mystore" in block:
             continue  # fragments of an embedding service's code (listed by the test)
         if "serve_forever()" in block:
-            # the webhook receiver program: a server that runs until stopped (its verification
-            # function, the block before, runs here and in tests/api/test_webhooks.py)
+            # the webhook receiver program: run by the walkthrough (a server until stopped)
             continue
         results[f"python_{i}"] = run(f"{sys.executable} - <<'PY'\n{block}PY", work, env)
     for i, block in enumerate(sh):
@@ -96,10 +171,7 @@ def main() -> None:
         if re.search(r"destinations (serve|worker)\b", block):
             continue  # a server's own terminal: it runs until Ctrl-C (command 1 runs one)
         if block.lstrip().startswith("# terminal"):
-            # the delivery walkthrough's terminals depend on each other (a restarted serve, a
-            # receiver); they are not run here (tests/api/test_deliveries_served.py runs the
-            # same flow through a real serve)
-            continue
+            continue  # the delivery walkthrough: run above, terminal by terminal
         results[f"sh_{i}"] = run(block, work, env)
     print(json.dumps(results))
 

@@ -80,3 +80,18 @@ def test_every_other_example_runs(ran: dict[str, Any]) -> None:
         assert "Traceback" not in outcome["err"], (name, outcome)
     delivered = [v["out"] for v in examples.values() if "success" in v["out"]]
     assert any("results.json" in out for out in delivered)
+
+
+def test_the_delivery_walkthrough_runs_as_pasted(ran: dict[str, Any]) -> None:
+    """curl alone after command 1: a destination, files under the file root, a signed
+    webhook received and checked by the README's own receiver.py."""
+    walk = ran["walkthrough"]
+    assert walk["served"] and walk["receiving"], walk
+    assert walk["secret_shown"], walk["setup"]
+    submitted = walk["submitted"]["out"]
+    assert '"status":"queued"' in submitted, walk["submitted"]
+    final = walk["final"]["out"]
+    assert '"status":"success"' in final, walk["final"]
+    assert "items.jsonl" in walk["listed"]["out"], walk["listed"]
+    delivery_id = json.loads(submitted.strip().splitlines()[0])["delivery"]["id"]
+    assert f"signature ok delivery.completed {delivery_id} success" in walk["receiver_printed"]
