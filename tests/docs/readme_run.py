@@ -83,11 +83,9 @@ def walkthrough(
         final: dict[str, object] = {}
         if delivery:
             deadline = time.monotonic() + 60
+            get = 'curl -s "http://127.0.0.1:8000/deliveries/' + delivery[1] + rest.split("\n")[0]
             while time.monotonic() < deadline:
-                final = run(
-                    'curl -s "http://127.0.0.1:8000/deliveries/' + delivery[1] + rest.split("\n")[0],
-                    work, {**env, "KEY": key},
-                )
+                final = run(get, work, {**env, "KEY": key})
                 if '"status":"success"' in str(final["out"]):
                     break
                 time.sleep(0.5)
