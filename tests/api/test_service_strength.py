@@ -670,3 +670,22 @@ def test_without_a_local_root_other_types_are_created_and_updated(
         create_api_key("y", database_url=f"sqlite:///{tmp_path / 'rootless.db'}"))
     created = rootless.create(account, params(enabled=False))
     assert rootless.update(account, created["id"], {"name": "renamed"})["name"] == "renamed"
+
+
+def test_the_last_used_stamps_kept_in_memory_are_bounded(app: Starlette) -> None:
+    engine: Engine = app.state.engine
+    api_keys = [create_api_key(f"k{i}", database_url=app.state.test_url) for i in range(6)]
+    clock = Clock()
+    keys = ApiKeys(engine, 30.0, clock=clock)
+    keys.cache = KeyCache(30.0, max_entries=1, clock=clock)  # stamps kept: at most 4 x 1
+
+    def stamps(key: str) -> list[str]:
+        with statements(engine) as seen:
+            keys.authenticate(key)
+        return [k for k in kinds(seen) if k == "used"]
+
+    for key in api_keys[:4]:
+        assert stamps(key) == ["used"]
+    assert stamps(api_keys[0]) == []  # four remembered: stamped under a minute ago
+    assert stamps(api_keys[4]) == ["used"]  # a fifth: the memory is emptied
+    assert stamps(api_keys[0]) == ["used"]  # so the first is stamped again
