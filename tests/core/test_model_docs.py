@@ -74,6 +74,8 @@ def test_types_json_shows_the_models_descriptions() -> None:
     # every installed type (test suites may have registered their own since collection)
     assert sorted(t["type"] for t in data) == destinations.available_types()
     for entry in data:
+        if entry["type"] not in TYPES:
+            continue  # a test suite's own plugin, registered after collection
         for field in entry["fields"]:
             assert field["description"], f"{entry['type']}.{field['name']} has no description"
     oss = next(t for t in data if t["type"] == "oss")
