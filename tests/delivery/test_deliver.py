@@ -575,3 +575,29 @@ def test_no_progress_handler_means_no_events_and_no_wrapping(tmp_path: Path) -> 
     finally:
         object.__setattr__(dest.destination_type, "open_store", original)
     assert seen == [str(path)]
+
+
+def test_the_progress_meter_keeps_its_promise_when_a_short_increment_meets_a_full_one() -> None:
+    """Blocks in flight report chunks of a whole step and a short last chunk; a short chunk
+    followed by a full one must not make a gap over the step (seen with azure's blocks)."""
+    from destinations._deliver import _Meter
+
+    total = 6 * MiB + 123
+    step = total // 100
+    sent: list[int] = []
+    meter = _Meter(lambda e: sent.append(e.bytes_sent), lambda n: _event(n, total), total)
+    first_block = [step] * (5 * MiB // step) + [5 * MiB % step]
+    second_block = [step] * ((total - 5 * MiB) // step) + [(total - 5 * MiB) % step]
+    for n in first_block + second_block:
+        meter(n)
+    meter.done(total)
+    assert sent[-1] == total and sent == sorted(sent)
+    gaps = [b - a for a, b in itertools.pairwise([0, *sent])]
+    assert max(gaps) <= step, max(gaps)
+
+
+def _event(sent: int, total: int) -> DeliveryProgress:
+    dest = destinations.parse_destination(
+        {"name": "n", "enabled": True, "type": "local", "local_directory": "."}
+    )
+    return DeliveryProgress(dest, "f", "k", sent, total)

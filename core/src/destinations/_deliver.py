@@ -94,9 +94,17 @@ _MAX_STEP = 8 * MiB
 
 
 class _Meter:
-    """Turns one put attempt's byte increments into throttled :class:`DeliveryProgress`."""
+    """Turns one put attempt's byte increments into throttled :class:`DeliveryProgress`.
 
-    __slots__ = ("_emit", "_last", "_lock", "_make", "_step", "sent")
+    The promise: consecutive events at most ``step`` bytes apart (8 MiB or 1 % of the file,
+    whichever is smaller) whenever the store's increments are at most a step. An event is
+    sent once half a step has gathered, and — before an increment that would carry the
+    gathered bytes past a whole step — for the bytes gathered so far. Events are sent under
+    the meter's lock, so a handler fed from several SDK threads (parts or blocks in flight)
+    sees ``bytes_sent`` only grow.
+    """
+
+    __slots__ = ("_emit", "_half", "_last", "_lock", "_make", "_step", "sent")
 
     def __init__(
         self, emit: ProgressHandler, make: Callable[[int], DeliveryProgress], total: int | None
@@ -106,20 +114,20 @@ class _Meter:
         self._lock = threading.Lock()
         self.sent = 0
         self._last = 0
-        # Half the promised step: a report then comes at most (half a step + one SDK
-        # callback's bytes) after the previous one, within the promise when callbacks are
-        # at most half a step.
-        step = _MAX_STEP if total is None else min(_MAX_STEP, total // 100)
-        self._step = max(1, step // 2)
+        self._step = max(1, _MAX_STEP if total is None else min(_MAX_STEP, total // 100))
+        self._half = max(1, self._step // 2)
 
     def __call__(self, nbytes: int) -> None:
         with self._lock:
+            if self.sent > self._last and self.sent + nbytes - self._last > self._step:
+                self._send(self.sent)
             self.sent += nbytes
-            if self.sent - self._last < self._step:
-                return
-            self._last = self.sent
-            event = self._make(self.sent)
-        self._emit(event)
+            if self.sent - self._last >= self._half:
+                self._send(self.sent)
+
+    def _send(self, sent: int) -> None:
+        self._last = sent
+        self._emit(self._make(sent))
 
     def done(self, size: int | None) -> None:
         """The put returned: the bar shows the whole file, once."""
@@ -127,9 +135,7 @@ class _Meter:
             final = self.sent if size is None else size
             if final == self._last and final:
                 return
-            self._last = final
-            event = self._make(final)
-        self._emit(event)
+            self._send(final)
 
 
 def _describe(exc: BaseException, destination: Destination) -> tuple[ErrorCode, str, str | None]:
