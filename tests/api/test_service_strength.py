@@ -689,3 +689,50 @@ def test_the_last_used_stamps_kept_in_memory_are_bounded(app: Starlette) -> None
     assert stamps(api_keys[0]) == []  # four remembered: stamped under a minute ago
     assert stamps(api_keys[4]) == ["used"]  # a fifth: the memory is emptied
     assert stamps(api_keys[0]) == ["used"]  # so the first is stamped again
+
+
+class _BrokenEntryPoint:
+    """An installed type whose plugin fails to import, as a broken install's would."""
+
+    name = "brokentype"
+    value = "destinations_brokentype"
+
+    class dist:
+        name = "destinations-brokentype"
+
+    def load(self) -> None:
+        raise ModuleNotFoundError("No module named 'brokentype_sdk'")
+
+
+def test_a_type_that_cannot_load_is_a_400_for_the_customer_and_an_error_for_the_operator(
+    service: DestinationService,
+    account: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from destinations._plugins import host
+
+    plugins = host()
+    monkeypatch.setattr(
+        plugins, "_entry_points", {**plugins.entry_points(), "brokentype": _BrokenEntryPoint()}
+    )
+    with caplog.at_level("ERROR", logger="destinations.api"):
+        error = refusal(
+            service.create,
+            account,
+            {"name": "b", "enabled": True, "type": "brokentype"},
+        )
+    assert error.status == 400
+    assert error.extra["errors"] == {
+        "type": "this destination type is installed but cannot be loaded on this server right "
+        "now; ask the operator"
+    }
+    # the customer's answer names no distribution; the operator's log says what to install
+    assert "pip install" not in f"{error.message} {error.extra}"
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(
+        m.startswith("destination type 'brokentype' is provided by destinations-brokentype")
+        and m.endswith("pip install destinations-brokentype")
+        and "brokentype_sdk" in m
+        for m in logged
+    ), logged

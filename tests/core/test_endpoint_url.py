@@ -45,3 +45,25 @@ def test_rejected_naming_the_field_not_the_value(value: str, path: bool, fragmen
     message = info.value.errors["x_endpoint"]
     assert fragment in message
     assert "hunter2" not in message and "SECRETSIG" not in message
+
+
+def test_endpoint_url_rules_pinned() -> None:
+    """What check_endpoint_url returns and refuses, exactly (mutation testing found these
+    unpinned)."""
+
+    def check(value: str, path: bool = False) -> str:
+        return check_endpoint_url("f", value, example="https://host[:port]", path=path)
+
+    # paths are refused unless asked for (the default)
+    with pytest.raises(InvalidDestination, match="no path"):
+        check_endpoint_url("f", "https://h.example/x", example=EX)
+    assert check("https://h.example/x/", path=True) == "https://h.example/x"
+    # only "/" is stripped from the end, nothing else
+    assert check("https://s3.EXAMPLEX/") == "https://s3.EXAMPLEX"
+    # an empty value is "required", said just so
+    with pytest.raises(InvalidDestination) as info:
+        check("  /  ")
+    assert info.value.errors == {"f": "required"}
+    # without a path the answer is scheme://netloc, even when the text had an empty query
+    assert check("https://h.example?") == "https://h.example"
+    assert check("https://h.example#") == "https://h.example"
