@@ -772,3 +772,18 @@ print(before, "asyncssh" in sys.modules)
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("name", ["SFTPConnectionLost", "SFTPNoConnection", "ConnectionLost"])
+def test_a_lost_connection_in_any_of_its_forms_is_transient(
+    sshd: Sshd, root: Path, name: str
+) -> None:
+    """Killing a connection mid-upload shows as ConnectionLost, SFTPConnectionLost or, a step
+    later, SFTPNoConnection ("Connection not open"): all are the same loss, worth a retry."""
+    import asyncssh
+
+    from destinations_sftp._store import map_error
+
+    fields = destination_for(sshd, root).settings
+    error = map_error(getattr(asyncssh, name)("gone"), fields=fields)  # type: ignore[arg-type]
+    assert (error.code, error.transient) == ("endpoint_unreachable", True)

@@ -283,7 +283,7 @@ class SftpStore(Store):
             self._busy[id(sftp)] = self._busy.get(id(sftp), 0) + 1
         try:
             yield sftp
-        except (asyncssh.SFTPConnectionLost, asyncssh.ConnectionLost):
+        except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.ConnectionLost):
             with self._lock:  # a dead channel (its sftp-server gone): open another next time
                 if sftp in self._channels:
                     self._channels.remove(sftp)
@@ -655,7 +655,10 @@ def map_error(
         )
     if isinstance(
         exc,
-        asyncssh.SFTPConnectionLost | asyncssh.ConnectionLost | asyncssh.ChannelOpenError,
+        asyncssh.SFTPConnectionLost
+        | asyncssh.SFTPNoConnection  # "Connection not open": the same loss, seen a step later
+        | asyncssh.ConnectionLost
+        | asyncssh.ChannelOpenError,
     ):
         return StoreError(
             "endpoint_unreachable",
