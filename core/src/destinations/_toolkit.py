@@ -19,7 +19,7 @@ import io
 import re
 import socket
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, BinaryIO, Final, Literal
 
@@ -38,7 +38,9 @@ __all__ = [
     "Secret",
     "SourceTooLarge",
     "classify_transport_error",
+    "part_chunks",
     "progress_granule",
+    "read_up_to",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -526,3 +528,43 @@ class MetadataRules:
                 f"{self.limit}"
             )
         return dict(metadata)
+
+
+# -- reading a source in parts -----------------------------------------------------------------
+
+
+def read_up_to(stream: Any, n: int) -> bytes:
+    """Read ``n`` bytes from ``stream``, fewer only at its end (streams may return short
+    reads before the end: this keeps reading)."""
+    data: bytes = stream.read(n) or b""
+    if len(data) == n or not data:
+        return data
+    pieces, got = [data], len(data)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        pieces.append(more)
+        got += len(more)
+    return b"".join(pieces)
+
+
+def part_chunks(stream: BinaryIO, part_size: int, size: int | None) -> Iterator[bytes]:
+    """``stream`` as ``part_size`` chunks (the last may be shorter), read one at a time, for
+    a plugin that drives a multipart upload itself; with a known ``size`` exactly that many
+    bytes, else :class:`SourceTooLarge`/``IncompleteBody`` (raised before the upload is
+    completed)."""
+    reader: Any = stream if size is None else LimitedReader(stream, size, exact=True)
+    left = size
+    while left is None or left > 0:
+        want = part_size if left is None else min(part_size, left)
+        chunk = read_up_to(reader, want)
+        got = len(chunk)
+        if chunk:
+            yield chunk
+        chunk = b""  # not held while the next one is read
+        if left is not None:
+            left -= got
+        if got < want:
+            return
+    reader.read(1)  # at the announced size: raises when the source has more

@@ -43,7 +43,9 @@ from ._toolkit import (
     Secret,
     SourceTooLarge,
     classify_transport_error,
+    part_chunks,
     progress_granule,
+    read_up_to,
 )
 
 __all__ = [
@@ -76,9 +78,11 @@ __all__ = [
     "guarded_create_connection",
     "hookimpl",
     "open_source",
+    "part_chunks",
     "private_endpoints_allowed",
     "progress_granule",
     "read_exactly",
+    "read_up_to",
     "refuse_plain_http",
     "retry_part",
     "sending_with",

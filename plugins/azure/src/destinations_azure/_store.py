@@ -8,7 +8,7 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
@@ -36,7 +36,6 @@ from urllib3.util.retry import Retry
 from destinations.plugin import (
     MAX_BODY_CHUNK,
     ByteCounter,
-    LimitedReader,
     ProgressCallback,
     Source,
     Store,
@@ -46,6 +45,7 @@ from destinations.plugin import (
     current_counter,
     find_refusal,
     open_source,
+    part_chunks,
     retry_part,
     sending_with,
     source_size,
@@ -258,7 +258,7 @@ class AzureStore(Store):
             max_workers=self._max_concurrency, thread_name_prefix="destinations-azure-block"
         ) as pool:
             try:
-                chunks = _chunks(stream, block_size, size)
+                chunks = part_chunks(stream, block_size, size)
                 while True:
                     if len(in_flight) >= self._max_concurrency:
                         done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -346,41 +346,6 @@ class _BlockSender:
 
         counting: dict[str, Any] = {_COUNTER_KWARG: ByteCounter(report, self._size)}
         self._blob.stage_block(self._block_id, self._data, length=len(self._data), **counting)
-
-
-def _read_up_to(stream: Any, n: int) -> bytes:
-    """Read ``n`` bytes, fewer only at the end of the stream."""
-    data: bytes = stream.read(n) or b""
-    if len(data) == n or not data:
-        return data
-    pieces, got = [data], len(data)
-    while got < n:
-        more = stream.read(n - got)
-        if not more:
-            break
-        pieces.append(more)
-        got += len(more)
-    return b"".join(pieces)
-
-
-def _chunks(stream: BinaryIO, block_size: int, size: int | None) -> Iterator[bytes]:
-    """The source as ``block_size`` chunks (the last may be shorter), read one at a time;
-    with a known ``size`` exactly that many bytes, else ``IncompleteBody`` (before anything
-    is committed)."""
-    reader: Any = stream if size is None else LimitedReader(stream, size, exact=True)
-    left = size
-    while left is None or left > 0:
-        want = block_size if left is None else min(block_size, left)
-        chunk = _read_up_to(reader, want)
-        got = len(chunk)
-        if chunk:
-            yield chunk
-        chunk = b""  # not held while the next one is read
-        if left is not None:
-            left -= got
-        if got < want:
-            return
-    reader.read(1)  # at the announced size: raises when the source has more
 
 
 class _ErrorMapper:

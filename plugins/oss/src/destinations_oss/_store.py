@@ -27,6 +27,7 @@ from destinations.plugin import (
     current_counter,
     find_refusal,
     open_source,
+    read_up_to,
     retry_part,
     sending_with,
     upload_progress,
@@ -92,26 +93,11 @@ class _ExactReader:
         want = self._left if amt is None or amt < 0 else min(amt, self._left)
         if want == 0:
             return b""
-        data = _read_up_to(self._stream, want)  # oss2's CRC adapter assumes full reads
+        data = read_up_to(self._stream, want)  # oss2's CRC adapter assumes full reads
         if len(data) < want:
             raise _ShortSourceError(self.len - self._left + len(data), self.len)
         self._left -= len(data)
         return data
-
-
-def _read_up_to(stream: BinaryIO, n: int) -> bytes:
-    """Read ``n`` bytes, fewer only at the end of the stream."""
-    data = stream.read(n) or b""
-    if len(data) == n or not data:
-        return data
-    pieces, got = [data], len(data)
-    while got < n:
-        more = stream.read(n - got)
-        if not more:
-            break
-        pieces.append(more)
-        got += len(more)
-    return b"".join(pieces)
 
 
 def _chunks(stream: BinaryIO, part_size: int, size: int | None) -> Iterator[bytes]:
@@ -119,7 +105,7 @@ def _chunks(stream: BinaryIO, part_size: int, size: int | None) -> Iterator[byte
     sent = 0
     while size is None or sent < size:
         want = part_size if size is None else min(part_size, size - sent)
-        chunk = _read_up_to(stream, want)
+        chunk = read_up_to(stream, want)
         got = len(chunk)
         sent += got
         if size is not None and got < want:

@@ -56,6 +56,7 @@ from destinations.plugin import (
     private_endpoints_allowed,
     progress_granule,
     read_exactly,
+    read_up_to,
     refuse_plain_http,
     upload_progress,
 )
@@ -371,7 +372,7 @@ class NativeS3Store(Store):
                 if size is not None and size < threshold:
                     head = read_exactly(stream, size)
                 elif size is None:
-                    head = _read_up_to(stream, threshold)
+                    head = read_up_to(stream, threshold)
                     if len(head) >= threshold:  # larger: multipart, the head first
                         body = _chunks(stream, None, progress if metered else None, head)
                         self._multipart(obstore, store, key, body, attributes)
@@ -576,18 +577,6 @@ def _incomplete(size: int) -> StoreError:
         provider_code="IncompleteBody",
         transient=False,
     )
-
-
-def _read_up_to(stream: Any, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    got = 0
-    while got < limit:
-        chunk = stream.read(limit - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 def _slices(data: bytes, progress: Any) -> Iterator[memoryview]:

@@ -36,7 +36,6 @@ from s3transfer.utils import (  # type: ignore[import-untyped]
 )
 
 from destinations.plugin import (
-    LimitedReader,
     ProgressCallback,
     SecretStr,
     Source,
@@ -46,6 +45,7 @@ from destinations.plugin import (
     classify_transport_error,
     find_refusal,
     open_source,
+    part_chunks,
     progress_granule,
     read_exactly,
     retry_part,
@@ -367,7 +367,7 @@ class S3ProtocolStore(Store):
         """Parts read from the stream one at a time (until EOF when unsized), each held in
         memory until sent; an unsized stream shorter than one part is one PutObject."""
         part_size = self._part_size(size)
-        chunks = _chunks(stream, part_size, size)
+        chunks = part_chunks(stream, part_size, size)
         first = next(chunks, None)
         if first is None or (size is None and len(first) < part_size):
             self._put_whole(key, first or b"", extra, progress)
@@ -768,41 +768,6 @@ class _PartSender:
             if member in response:
                 part[member] = response[member]  # CompleteMultipartUpload wants it back
         return part
-
-
-def _read_up_to(stream: Any, n: int) -> bytes:
-    """Read ``n`` bytes, fewer only at the end of the stream."""
-    data: bytes = stream.read(n) or b""
-    if len(data) == n or not data:
-        return data
-    pieces, got = [data], len(data)
-    while got < n:
-        more = stream.read(n - got)
-        if not more:
-            break
-        pieces.append(more)
-        got += len(more)
-    return b"".join(pieces)
-
-
-def _chunks(stream: BinaryIO, part_size: int, size: int | None) -> Iterator[bytes]:
-    """The stream as ``part_size`` chunks (the last may be shorter), read one at a time;
-    with a known ``size`` exactly that many bytes, else ``IncompleteBody`` (before the upload
-    is completed)."""
-    reader: Any = stream if size is None else LimitedReader(stream, size, exact=True)
-    left = size
-    while left is None or left > 0:
-        want = part_size if left is None else min(part_size, left)
-        chunk = _read_up_to(reader, want)
-        got = len(chunk)
-        if chunk:
-            yield chunk
-        chunk = b""  # not held while the next one is read
-        if left is not None:
-            left -= got
-        if got < want:
-            return
-    reader.read(1)  # at the announced size: raises when the source has more
 
 
 def _error_code(exc: ClientError) -> str:

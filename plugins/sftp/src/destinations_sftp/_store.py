@@ -27,6 +27,7 @@ from destinations.plugin import (
     find_refusal,
     guarded_create_connection,
     open_source,
+    read_up_to,
     upload_progress,
 )
 
@@ -109,20 +110,6 @@ def _chunk_size(size: int | None) -> int:
     if size is None:
         return MAX_CHUNK
     return max(MIN_CHUNK, min(MAX_CHUNK, size // 100))
-
-
-def _read_up_to(stream: BinaryIO, n: int) -> bytes:
-    data = stream.read(n) or b""
-    if len(data) == n or not data:
-        return data
-    pieces, got = [data], len(data)
-    while got < n:
-        more = stream.read(n - got)
-        if not more:
-            break
-        pieces.append(more)
-        got += len(more)
-    return b"".join(pieces)
 
 
 class SftpStore(Store):
@@ -390,7 +377,7 @@ class SftpStore(Store):
     @staticmethod
     def _read_exactly(stream: BinaryIO, size: int) -> bytes:
         try:
-            data = _read_up_to(stream, size)
+            data = read_up_to(stream, size)
             extra = stream.read(1) if len(data) == size else b""
         except Exception as exc:
             raise _SourceFailed(exc) from exc
@@ -458,7 +445,7 @@ class SftpStore(Store):
             while True:
                 want = chunk_size if size is None else min(chunk_size, size - offset)
                 try:
-                    data = _read_up_to(stream, want) if want else b""
+                    data = read_up_to(stream, want) if want else b""
                 except Exception as exc:
                     raise _SourceFailed(exc) from exc
                 if size is not None and len(data) < want:
