@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from destinations.plugin import StoreError
+
 __all__ = [
     "CREDENTIAL_CODES",
     "DENIED_CODES",
@@ -12,6 +14,7 @@ __all__ = [
     "TRANSIENT_CODES",
     "Labels",
     "region_message",
+    "service_error",
 ]
 
 CREDENTIAL_CODES = frozenset(
@@ -91,3 +94,53 @@ def region_message(lab: Labels, bucket: str, signed_for: str, region: str | None
             )
         )
     return f"{head}: {fix}"
+
+
+def service_error(
+    lab: Labels, bucket: str, signed_for: str, code: str, status: int | None, region: str | None
+) -> StoreError:
+    """The StoreError for an S3 error answer: ``code`` (the S3 error code, or the status as
+    text), ``status``, and ``region`` (the bucket's region when the answer named it; requests
+    were signed for ``signed_for``). One mapping for both engines."""
+    if code in CREDENTIAL_CODES:
+        return StoreError(
+            "invalid_credentials",
+            f"{lab.provider} rejected the credentials ({code}): check {lab.access_key_id} "
+            f"and {lab.secret}",
+            provider_code=code,
+            status=status,
+            transient=False,
+        )
+    if code in DENIED_CODES or (code in ("403", "Forbidden") and status == 403):
+        return StoreError(
+            "access_denied",
+            f"the credentials may not write to bucket {bucket!r} ({code}): grant them "
+            f"{lab.permissions} on the bucket under the path prefix",
+            provider_code=code,
+            status=status,
+            transient=False,
+        )
+    if code == "NoSuchBucket":
+        return StoreError(
+            "bucket_not_found",
+            f"bucket {bucket!r} does not exist at {lab.provider}; check {lab.bucket} "
+            "(buckets are never created automatically)",
+            provider_code=code,
+            status=status,
+            transient=False,
+        )
+    if code in REGION_CODES or status == 301:
+        return StoreError(
+            "wrong_region",
+            region_message(lab, bucket, signed_for, region),
+            provider_code=code,
+            status=status,
+            transient=False,
+        )
+    return StoreError(
+        "provider_error",
+        f"{lab.provider} refused the request for bucket {bucket!r}: HTTP {status} {code}",
+        provider_code=code,
+        status=status,
+        transient=True if code in TRANSIENT_CODES else None,
+    )

@@ -62,12 +62,8 @@ from destinations.plugin import (
 )
 
 from ._labels import (
-    CREDENTIAL_CODES,
-    DENIED_CODES,
-    REGION_CODES,
-    TRANSIENT_CODES,
     Labels,
-    region_message,
+    service_error,
 )
 
 if TYPE_CHECKING:
@@ -500,50 +496,7 @@ class NativeS3Store(Store):
         )
 
     def _service_error(self, code: str, status: int, region: str | None) -> StoreError:
-        lab = self.labels
-        bucket = self.bucket
-        if code in CREDENTIAL_CODES:
-            return StoreError(
-                "invalid_credentials",
-                f"{lab.provider} rejected the credentials ({code}): check {lab.access_key_id} "
-                f"and {lab.secret}",
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        if code in DENIED_CODES or (code in ("403", "Forbidden") and status == 403):
-            return StoreError(
-                "access_denied",
-                f"the credentials may not write to bucket {bucket!r} ({code}): grant them "
-                f"{lab.permissions} on the bucket under the path prefix",
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        if code == "NoSuchBucket":
-            return StoreError(
-                "bucket_not_found",
-                f"bucket {bucket!r} does not exist at {lab.provider}; check {lab.bucket} "
-                "(buckets are never created automatically)",
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        if code in REGION_CODES or status == 301:
-            return StoreError(
-                "wrong_region",
-                region_message(lab, bucket, self.region, region),
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        return StoreError(
-            "provider_error",
-            f"{lab.provider} refused the request for bucket {bucket!r}: HTTP {status} {code}",
-            provider_code=code,
-            status=status,
-            transient=True if code in TRANSIENT_CODES else None,
-        )
+        return service_error(self.labels, self.bucket, self.region, code, status, region)
 
 
 def _native_key(key: str) -> bool:

@@ -56,12 +56,8 @@ from destinations.plugin import (
 from ._assume import sts_error
 from ._guard import guard_client
 from ._labels import (
-    CREDENTIAL_CODES,
-    DENIED_CODES,
-    REGION_CODES,
-    TRANSIENT_CODES,
     Labels,
-    region_message,
+    service_error,
 )
 from ._options import UploadOptions
 
@@ -70,10 +66,6 @@ __all__ = ["AddressingStyle", "ChecksumMode", "Labels", "S3ProtocolStore"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 ChecksumMode = Literal["when_supported", "when_required"]
 
-_CREDENTIAL_CODES = CREDENTIAL_CODES
-_DENIED_CODES = DENIED_CODES
-_REGION_CODES = REGION_CODES
-_TRANSIENT_CODES = TRANSIENT_CODES
 _SAFE_REGION = re.compile(r"[a-z0-9-]{1,63}")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -559,62 +551,21 @@ class S3ProtocolStore(Store):
         )
 
     def _client_error(self, exc: ClientError) -> StoreError:
-        lab = self.labels
         code = _error_code(exc)
         raw_status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         status = raw_status if isinstance(raw_status, int) else None
         if exc.operation_name == "AssumeRole":  # the credentials' refresh, not the bucket
             return sts_error(role_arn=self._role_arn or "?", status=status, code=code)
-        bucket = self.bucket
-        if code in _CREDENTIAL_CODES:
-            return StoreError(
-                "invalid_credentials",
-                f"{lab.provider} rejected the credentials ({code}): check {lab.access_key_id} "
-                f"and {lab.secret}",
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        if code in _DENIED_CODES or (code in ("403", "Forbidden") and status == 403):
-            return StoreError(
-                "access_denied",
-                f"the credentials may not write to bucket {bucket!r} ({code}): grant them "
-                f"{lab.permissions} on the bucket under the path prefix",
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        if code == "NoSuchBucket":
-            return StoreError(
-                "bucket_not_found",
-                f"bucket {bucket!r} does not exist at {lab.provider}; check {lab.bucket} "
-                "(buckets are never created automatically)",
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        if code in _REGION_CODES or status == 301:
-            return StoreError(
-                "wrong_region",
-                self._region_message(exc),
-                provider_code=code,
-                status=status,
-                transient=False,
-            )
-        return StoreError(
-            "provider_error",
-            f"{lab.provider} refused the request for bucket {bucket!r}: HTTP {status} {code}",
-            provider_code=code,
-            status=status,
-            # throttling and server-side failures by code; anything else by its status
-            transient=True if code in _TRANSIENT_CODES else None,
+        return service_error(
+            self.labels, self.bucket, self.region, code, status, self._bucket_region(exc)
         )
 
-    def _region_message(self, exc: ClientError) -> str:
+    @staticmethod
+    def _bucket_region(exc: ClientError) -> str | None:
+        """The bucket's region when the answer names it (a header or the error body)."""
         headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
         found = headers.get("x-amz-bucket-region") or exc.response.get("Error", {}).get("Region")
-        region = found if isinstance(found, str) and _SAFE_REGION.fullmatch(found) else None
-        return region_message(self.labels, self.bucket, self.region, region)
+        return found if isinstance(found, str) and _SAFE_REGION.fullmatch(found) else None
 
 
 class _MeteredOSUtils(OSUtils):  # type: ignore[misc]
