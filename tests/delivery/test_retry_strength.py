@@ -8,7 +8,14 @@ import time
 import pytest
 
 from destinations import RetryPolicy, StoreError
-from destinations._retry import call_with_retries, is_transient, retry_part, retrying_parts
+from destinations._retry import (
+    call_with_retries,
+    is_transient,
+    part_retry_policy,
+    parts_spent,
+    retry_part,
+    retrying_parts,
+)
 
 
 def transient(n: int = 0) -> StoreError:
@@ -299,3 +306,28 @@ def test_the_reported_wait_is_drawn_from_the_backoff_and_really_waited() -> None
     assert len(waits) == 3 and all(0 <= w <= 0.05 for w in waits)
     assert any(w > 0 for w in waits)  # full jitter over [0, 0.05]: three zeros do not happen
     assert elapsed >= sum(waits) - 1e-3
+
+
+# -- part_retry_policy / parts_spent (for transports that retry each part themselves) --------
+
+
+def test_part_retry_policy_is_the_deliverys_policy_and_none_outside() -> None:
+    assert part_retry_policy() is None
+    with retrying_parts(FAST):
+        assert part_retry_policy() is FAST
+        with retrying_parts(None):
+            assert part_retry_policy() is None
+        assert part_retry_policy() is FAST
+    assert part_retry_policy() is None
+
+
+def test_parts_spent_marks_a_transient_failure_within_a_delivery_only() -> None:
+    outside = transient()
+    assert parts_spent(outside) is outside and is_transient(outside)  # one attempt: retry whole
+    with retrying_parts(FAST):
+        inside = transient()
+        assert parts_spent(inside) is inside
+        error = permanent()
+        assert parts_spent(error) is error
+    assert inside.transient is True and not is_transient(inside)
+    assert not hasattr(error, "_destinations_part_retries_spent")

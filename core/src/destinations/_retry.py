@@ -25,6 +25,8 @@ __all__ = [
     "RetryPolicy",
     "call_with_retries",
     "is_transient",
+    "part_retry_policy",
+    "parts_spent",
     "retry_part",
     "retrying_parts",
 ]
@@ -145,6 +147,27 @@ def retrying_parts(policy: RetryPolicy | None) -> Iterator[None]:
         yield
     finally:
         _part_policy.reset(token)
+
+
+def part_retry_policy() -> RetryPolicy | None:
+    """The policy :func:`retry_part` would retry a part with now: core's policy for the
+    running delivery, ``None`` outside one (e.g. during verification: one attempt).
+
+    For plugins whose SDK or transport retries each part of a multipart upload itself:
+    configure that retry from this policy (attempts, backoff, deadline) instead of driving
+    the parts through :func:`retry_part`, then pass a failure that outlived it through
+    :func:`parts_spent`.
+    """
+    return _part_policy.get()
+
+
+def parts_spent(error: StoreError) -> StoreError:
+    """``error``, marked (when transient, within a delivery) as the failure of a multipart
+    upload whose parts were already retried with :func:`part_retry_policy`: delivery then
+    does not send the whole object again. Returns ``error``, for ``raise parts_spent(e)``."""
+    if _part_policy.get() is not None and error.transient:
+        setattr(error, _SPENT, True)
+    return error
 
 
 def retry_part(

@@ -32,7 +32,7 @@ from ._progress import (
     sending_with,
     upload_progress,
 )
-from ._retry import retry_part
+from ._retry import part_retry_policy, parts_spent, retry_part
 from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
 from ._toolkit import (
     AccessKeyId,
@@ -79,6 +79,8 @@ __all__ = [
     "hookimpl",
     "open_source",
     "part_chunks",
+    "part_retry_policy",
+    "parts_spent",
     "private_endpoints_allowed",
     "progress_granule",
     "read_exactly",
