@@ -385,3 +385,293 @@ def test_s3_protocol_progress_adds_up_when_a_part_is_resent(
         faults = proxy.faults["error"]
     assert faults == 1
     assert sum(events) == path.stat().st_size
+
+
+# -- the S3 protocol, native engine (obstore on moto): parts retried by obstore -------------
+# obstore drives the parts in Rust; within a delivery its per-request retry is configured from
+# core's part policy, so a failed part is sent again alone and the completion follows.
+
+
+@pytest.fixture
+def native_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DESTINATIONS_S3_ENGINE", raising=False)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)  # would pick boto3 for s3compatible
+
+
+def _native(moto: MotoHandle, bucket: str, endpoint: str, prefix: str) -> Destination:
+    dest = _s3compatible(moto, bucket, endpoint, prefix)
+    with open_store(dest, OPTIONS) as store:
+        assert type(store).__name__ == "NativeS3Store"
+    return dest
+
+
+def test_native_engine_resends_only_the_failed_part(
+    tmp_path: Path, moto_server: MotoHandle, moto_bucket: str, moto_raw: Any, native_engine: None
+) -> None:
+    path, data = _big_file(tmp_path)
+    rs = ResultSet("c", "n", "rs-native-resume", [ResultFile("big.bin", path)])
+    with FaultyProxy(moto_server.endpoint, error_when=_FailOnce(3)) as proxy:
+        dest = _native(moto_server, moto_bucket, proxy.endpoint, "resume/native")
+        proxy.reset()
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        sent = proxy.bytes_in
+        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
+        creates = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
+        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
+        faults = proxy.faults["error"]
+    assert status.status == "success", status.error
+    assert faults == 1
+    assert sorted(parts) == list(range(1, -(-SIZE // PART) + 1))
+    assert parts[3] == 2 and all(n == 1 for number, n in parts.items() if number != 3)
+    assert len(creates) == 1 and len(completes) == 1
+    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
+    print(f"\nnative: {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
+    stored = s3_reader(moto_raw, moto_bucket)(status.keys[0])
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+
+
+def test_native_engine_part_that_keeps_failing_fails_the_file_and_aborts(
+    tmp_path: Path, moto_server: MotoHandle, moto_bucket: str, moto_raw: Any, native_engine: None
+) -> None:
+    path, _ = _big_file(tmp_path, 6 * PART)
+
+    def part_two(method: str, path: str, query: str) -> bool:
+        return method == "PUT" and _part_number(query) == 2
+
+    rs = ResultSet("c", "n", "rs-native-spent", [ResultFile("big.bin", path)])
+    with FaultyProxy(moto_server.endpoint, error_when=part_two) as proxy:
+        dest = _native(moto_server, moto_bucket, proxy.endpoint, "spent/native")
+        proxy.reset()
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
+        creates = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
+        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
+        aborts = [r for r in proxy.requests if r.method == "DELETE" and "uploadId=" in r.query]
+    assert status.status == "failed"
+    assert status.error is not None and status.error.transient
+    assert parts[2] == RETRY.attempts
+    assert all(n == 1 for number, n in parts.items() if number != 2)  # none started again
+    # the abort is retried like any request of the upload, until it is answered
+    assert len(creates) == 1 and not completes and aborts and aborts[-1].status == 204
+    pending = moto_raw.list_multipart_uploads(Bucket=moto_bucket, Prefix="spent/native")
+    assert not pending.get("Uploads")  # aborted: no parts left behind
+
+
+def test_native_engine_outside_a_delivery_makes_one_attempt_per_part(
+    tmp_path: Path, moto_server: MotoHandle, moto_bucket: str, native_engine: None
+) -> None:
+    """Verification and direct puts have no part policy: a failed part fails the put once,
+    and the error stays retryable for whoever called (core's whole-put retry)."""
+    from destinations._retry import is_transient
+    from destinations.plugin import StoreError
+
+    path, _ = _big_file(tmp_path, 3 * PART)
+    with FaultyProxy(moto_server.endpoint, error_when=_FailOnce(2)) as proxy:
+        dest = _native(moto_server, moto_bucket, proxy.endpoint, "once/native")
+        proxy.reset()
+        with open_store(dest, OPTIONS) as store, pytest.raises(StoreError) as info:
+            store.put("once/native/big.bin", path, size=3 * PART, content_type=None)
+        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
+    assert parts[2] == 1
+    assert info.value.transient and is_transient(info.value)
+
+
+def test_native_engine_progress_adds_up_when_a_part_is_resent(
+    tmp_path: Path, moto_server: MotoHandle, moto_bucket: str, native_engine: None
+) -> None:
+    path, _ = _big_file(tmp_path, 3 * PART + 1)
+    with FaultyProxy(moto_server.endpoint, error_when=_FailOnce(2)) as proxy:
+        dest = _native(moto_server, moto_bucket, proxy.endpoint, "progress/native")
+        with open_store(dest, OPTIONS) as store:
+            events = _progress_with_one_failure(store, path)
+        faults = proxy.faults["error"]
+    assert faults == 1
+    assert sum(events) == path.stat().st_size
+
+
+# -- gcs with a service-account key (gcp-storage-emulator): resumable chunks -----------------
+# google-cloud-storage retries each request of a resumable upload itself, configured from
+# core's part policy: a failed chunk is sent again alone (from the chunk it holds in memory,
+# same Content-Range), the session is not started again. The proxy fails a chunk *before*
+# forwarding it (it reads the whole chunk, answers 503 and forwards nothing), so the emulator
+# has persisted exactly what it had before that chunk. It could not stand in for a chunk cut
+# off part-way: it keeps the partial bytes and then refuses the re-sent chunk (HTTP 400,
+# "Invalid Content-Range start") where GCS ignores re-sent bytes it already persisted.
+
+
+@pytest.fixture(scope="module")
+def gcs_sa_json() -> Any:
+    from tests.emulators.gcs_auth import CLIENT_EMAIL, TokenServer, new_key, service_account_json
+
+    server = TokenServer()
+    key = new_key()
+    server.public_keys[CLIENT_EMAIL] = key.public_key()
+    yield service_account_json(key, f"{server.url}/token")
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gcs_sa_bucket(gcs_emulator: Any) -> str:
+    import uuid
+
+    name = f"dest-resume-{uuid.uuid4().hex[:10]}"
+    gcs_emulator.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def gcs_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _gcs_sa(key_json: str, bucket: str, endpoint: str, prefix: str) -> Destination:
+    return parse_destination(
+        {
+            "name": "gcs service account through the faulty proxy",
+            "enabled": True,
+            "type": "gcs",
+            "gcs_service_account_json": key_json,
+            "gcs_bucket_name": bucket,
+            "gcs_endpoint": endpoint,
+            "gcs_path_prefix": prefix,
+        }
+    )
+
+
+def _gcs_read(gcs_emulator: Any, bucket: str, key: str) -> bytes:
+    client = gcs_emulator.client()
+    try:
+        data: bytes = client.bucket(bucket).blob(key).download_as_bytes()
+    finally:
+        client.close()
+    return data
+
+
+def _is_chunk(method: str, query: str) -> bool:
+    """A request carrying a resumable session's bytes (PUT to the session URL)."""
+    return method == "PUT" and "upload_id" in parse_qs(query)
+
+
+def _is_session_start(method: str, query: str) -> bool:
+    return method == "POST" and parse_qs(query).get("uploadType") == ["resumable"]
+
+
+class _FailChunk:
+    """Fail the ``nth`` chunk request of a resumable upload, once; with ``always``, every
+    later chunk request too (chunks go one after another: those are that chunk again)."""
+
+    def __init__(self, nth: int, *, always: bool = False) -> None:
+        self.nth, self.always = nth, always
+        self.seen = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, query: str) -> bool:
+        if not _is_chunk(method, query):
+            return False
+        with self.lock:
+            self.seen += 1
+            return self.seen == self.nth or (self.always and self.seen > self.nth)
+
+
+def test_gcs_service_account_resends_only_the_failed_chunk(
+    tmp_path: Path, gcs_emulator: Any, gcs_sa_json: str, gcs_sa_bucket: str, gcs_env: None
+) -> None:
+    path, data = _big_file(tmp_path)
+    chunks = -(-SIZE // PART)
+    assert chunks >= 3
+    rs = ResultSet("c", "n", "rs-gcs-resume", [ResultFile("big.bin", path)])
+    with FaultyProxy(gcs_emulator.endpoint, error_when=_FailChunk(3)) as proxy:
+        dest = _gcs_sa(gcs_sa_json, gcs_sa_bucket, proxy.endpoint, "resume/gcs")
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        sent = proxy.bytes_in
+        puts = [r for r in proxy.requests if _is_chunk(r.method, r.query)]
+        starts = [r for r in proxy.requests if _is_session_start(r.method, r.query)]
+        faults = proxy.faults["error"]
+    assert status.status == "success", status.error
+    assert faults == 1
+    assert len(starts) == 1  # one session: the object was not started again
+    assert len(puts) == chunks + 1  # every chunk once, the third twice
+    assert [r.status for r in puts].count(503) == 1 and puts[2].status == 503
+    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
+    print(f"\ngcs (service account): {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
+    stored = _gcs_read(gcs_emulator, gcs_sa_bucket, status.keys[0])
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+
+
+def test_gcs_service_account_chunk_that_keeps_failing_fails_the_file_without_resending_it(
+    tmp_path: Path, gcs_emulator: Any, gcs_sa_json: str, gcs_sa_bucket: str, gcs_env: None
+) -> None:
+    path, _ = _big_file(tmp_path, 3 * PART)
+    rs = ResultSet("c", "n", "rs-gcs-spent", [ResultFile("big.bin", path)])
+    with FaultyProxy(gcs_emulator.endpoint, error_when=_FailChunk(2, always=True)) as proxy:
+        dest = _gcs_sa(gcs_sa_json, gcs_sa_bucket, proxy.endpoint, "spent/gcs")
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        puts = [r for r in proxy.requests if _is_chunk(r.method, r.query)]
+        starts = [r for r in proxy.requests if _is_session_start(r.method, r.query)]
+    assert status.status == "failed"
+    assert status.error is not None and status.error.transient
+    assert status.error.status == 503
+    # chunk 1 once, chunk 2 `attempts` times, then nothing: no new session, no whole resend
+    assert [r.status for r in puts] == [308] + [503] * RETRY.attempts
+    assert len(starts) == 1
+    assert not any("; attempt" in e.text for e in status.log)
+
+
+def test_gcs_service_account_outside_a_delivery_makes_one_attempt_per_chunk(
+    tmp_path: Path, gcs_emulator: Any, gcs_sa_json: str, gcs_sa_bucket: str, gcs_env: None
+) -> None:
+    """Verification and direct puts have no part policy (and ``retries`` is 0): a failed
+    chunk fails the put at once, and the error stays retryable for whoever called."""
+    from destinations._retry import is_transient
+    from destinations.plugin import StoreError
+
+    path, _ = _big_file(tmp_path, 3 * PART)
+    with FaultyProxy(gcs_emulator.endpoint, error_when=_FailChunk(2)) as proxy:
+        dest = _gcs_sa(gcs_sa_json, gcs_sa_bucket, proxy.endpoint, "once/gcs")
+        with open_store(dest, OPTIONS) as store, pytest.raises(StoreError) as info:
+            store.put("once/gcs/big.bin", path, size=3 * PART, content_type=None)
+        puts = [r.status for r in proxy.requests if _is_chunk(r.method, r.query)]
+    assert puts == [308, 503]
+    assert info.value.transient and is_transient(info.value)
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["size-known", "size-unknown"])
+def test_gcs_service_account_progress_adds_up_when_a_chunk_is_resent(
+    tmp_path: Path,
+    gcs_emulator: Any,
+    gcs_sa_json: str,
+    gcs_sa_bucket: str,
+    gcs_env: None,
+    sized: bool,
+) -> None:
+    from destinations._progress import reporting_progress
+    from destinations._retry import retrying_parts
+
+    size = 3 * PART + 1
+    path, data = _big_file(tmp_path, size)
+    events: list[int] = []
+    lock = threading.Lock()
+
+    def record(n: int) -> None:
+        with lock:
+            events.append(n)
+
+    key = f"progress/gcs/{'sized' if sized else 'unsized'}.bin"
+    with FaultyProxy(gcs_emulator.endpoint, error_when=_FailChunk(2)) as proxy:
+        dest = _gcs_sa(gcs_sa_json, gcs_sa_bucket, proxy.endpoint, "progress/gcs")
+        with (
+            open_store(dest, OPTIONS) as store,
+            reporting_progress(record),
+            retrying_parts(RETRY),
+            path.open("rb") as stream,
+        ):
+            store.put(key, stream, size=size if sized else None, content_type=None)
+        puts = [r.status for r in proxy.requests if _is_chunk(r.method, r.query)]
+        faults = proxy.faults["error"]
+    assert faults == 1 and puts.count(503) == 1
+    assert all(n > 0 for n in events)  # never backwards
+    assert sum(events) == size  # the re-sent chunk counted once
+    assert _gcs_read(gcs_emulator, gcs_sa_bucket, key) == data

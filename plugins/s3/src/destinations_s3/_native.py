@@ -11,7 +11,15 @@ fraction of its per-request cost: signing, HTTP and multipart run in Rust withou
   refused even where the tunnel could not be reached. With the guard lifted by the operator
   (``DESTINATIONS_ALLOW_PRIVATE_ENDPOINTS=1``) the client connects directly; the switch is
   read on every call, as the guard reads it on every connect.
-- Retries: exactly ``options.retries`` (core passes 0; core's retry layer decides).
+- Retries: exactly ``options.retries`` (core passes 0; core's retry layer decides), except
+  within a multipart upload during a delivery: there obstore retries each request of the
+  upload (a part, the completion call) itself, configured from core's part policy
+  (:func:`~destinations.plugin.part_retry_policy`: attempts, backoff, deadline), so a failed
+  part is sent again alone, as ``retry_part`` does for the other plugins. obstore retries
+  what fails with a 5xx or a broken connection; a failure it did not retry (a 429, a read
+  timeout of a part) is left to core, which sends the object again. A failure that outlived
+  the part retries is marked (:func:`~destinations.plugin.parts_spent`) so delivery does not
+  resend the whole object, and obstore aborts the upload.
 - Uploads: below ``options.multipart_threshold`` with a known size, one ``PutObject`` of the
   bytes read (exactly the announced size, else nothing is written); otherwise a multipart
   upload fed one chunk at a time from the path or stream, with at most
@@ -38,6 +46,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -53,6 +62,8 @@ from destinations.plugin import (
     classify_transport_error,
     find_refusal,
     open_source,
+    part_retry_policy,
+    parts_spent,
     private_endpoints_allowed,
     progress_granule,
     read_exactly,
@@ -67,7 +78,9 @@ from ._labels import (
 )
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, S3CredentialProvider
+    from obstore.store import ClientConfig, RetryConfig, S3CredentialProvider
+
+    from destinations import RetryPolicy
 
     from ._tunnel import Ticket
 
@@ -238,8 +251,8 @@ class NativeS3Store(Store):
 
         self._credentials = given  # never in a repr or a message
         self._lock = threading.Lock()
-        self._direct: Any = None
-        self._tunneled: Any = None
+        #: obstore stores by (tunnel URL or None for direct, part retry policy or None)
+        self._stores: dict[tuple[str | None, RetryPolicy | None], Any] = {}
         self._ticket: Ticket | None = None
         self._host_checked = False
         self._fallback: Store | None = None
@@ -251,7 +264,7 @@ class NativeS3Store(Store):
 
     # -- clients -----------------------------------------------------------------------------
 
-    def _build(self, proxy_url: str | None) -> Any:
+    def _build(self, proxy_url: str | None, parts: RetryPolicy | None) -> Any:
         from obstore.store import S3Store
 
         timeout = f"{max(1, round(self.options.timeout * 1000))}ms"
@@ -279,32 +292,38 @@ class NativeS3Store(Store):
             # https protects the body; over plain http the payload hash is signed (as boto3)
             unsigned_payload=self._https,
             client_options=cast("ClientConfig", client),
-            retry_config={"max_retries": max(0, self.options.retries)},
+            retry_config=cast("RetryConfig", _retry_config(parts, self.options.retries)),
             credential_provider=cast("S3CredentialProvider", self._credentials),
         )
 
-    def _client(self) -> tuple[Any, Ticket | None]:
+    def _client(self, parts: RetryPolicy | None = None) -> tuple[Any, Ticket | None]:
         """The obstore store for this call: direct while the guard is lifted, else through
-        the tunnel (the endpoint's host checked first, once)."""
-        if private_endpoints_allowed():
-            if self._direct is None:
-                with self._lock:
-                    if self._direct is None:
-                        self._direct = self._build(None)
-            return self._direct, None
-        if not self._host_checked:
-            check_host(self._host, self._port, label=self._guard_label)
-            self._host_checked = True
-        if not self._https:
-            refuse_plain_http(self._host, label=self._guard_label)
-        if self._tunneled is None:
-            with self._lock:
-                if self._tunneled is None:
-                    from ._tunnel import tunnel
+        the tunnel (the endpoint's host checked first, once). ``parts``: the store retrying
+        each request of a multipart upload with that policy (built once per policy)."""
+        proxy_url: str | None = None
+        ticket: Ticket | None = None
+        if not private_endpoints_allowed():
+            if not self._host_checked:
+                check_host(self._host, self._port, label=self._guard_label)
+                self._host_checked = True
+            if not self._https:
+                refuse_plain_http(self._host, label=self._guard_label)
+            from ._tunnel import tunnel
 
-                    self._ticket = tunnel.issue(self._guard_label, self.options.timeout)
-                    self._tunneled = self._build(tunnel.proxy_url(self._ticket))
-        return self._tunneled, self._ticket
+            if self._ticket is None:
+                with self._lock:
+                    if self._ticket is None:
+                        self._ticket = tunnel.issue(self._guard_label, self.options.timeout)
+            ticket = self._ticket
+            proxy_url = tunnel.proxy_url(ticket)
+        slot = (proxy_url, parts)
+        store = self._stores.get(slot)
+        if store is None:
+            with self._lock:
+                store = self._stores.get(slot)
+                if store is None:
+                    store = self._stores[slot] = self._build(proxy_url, parts)
+        return store, ticket
 
     def _boto3(self) -> Store:
         """The boto3 engine for the same destination, for what obstore cannot express (a
@@ -371,7 +390,7 @@ class NativeS3Store(Store):
                     head = read_up_to(stream, threshold)
                     if len(head) >= threshold:  # larger: multipart, the head first
                         body = _chunks(stream, None, progress if metered else None, head)
-                        self._multipart(obstore, store, key, body, attributes)
+                        self._multipart(obstore, key, body, attributes)
                         return
                 if head is not None:  # one PutObject
                     data: Any = _slices(head, progress) if metered and head else head
@@ -398,25 +417,36 @@ class NativeS3Store(Store):
                     stream.close()  # obstore reads the file itself, part by part
                     if os.stat(source).st_size != size:
                         raise _incomplete(size)
-                    self._multipart(obstore, store, key, Path(source), attributes)
+                    self._multipart(obstore, key, Path(source), attributes)
                     return
                 body = _chunks(stream, size, progress if metered else None, b"")
-                self._multipart(obstore, store, key, body, attributes)
+                self._multipart(obstore, key, body, attributes)
         except StoreError:
             raise
         except Exception as exc:
             raise self._error(exc, ticket, mark) from None
 
-    def _multipart(self, obstore: Any, store: Any, key: str, body: Any, attributes: Any) -> None:
-        obstore.put(
-            store,
-            key,
-            body,
-            attributes=attributes,
-            use_multipart=True,
-            chunk_size=self.options.part_size,
-            max_concurrency=self._parts,
-        )
+    def _multipart(self, obstore: Any, key: str, body: Any, attributes: Any) -> None:
+        """A multipart upload whose requests obstore retries with core's part policy (none
+        outside a delivery); a failure that outlived those retries is not sent whole again."""
+        policy = part_retry_policy()
+        store, ticket = self._client_or_raise(policy)
+        mark = ticket.failure_count() if ticket is not None else 0
+        try:
+            obstore.put(
+                store,
+                key,
+                body,
+                attributes=attributes,
+                use_multipart=True,
+                chunk_size=self.options.part_size,
+                max_concurrency=self._parts,
+            )
+        except Exception as exc:
+            error = self._error(exc, ticket, mark)
+            if policy is not None and policy.attempts > 1 and _retried_by_obstore(error):
+                parts_spent(error)
+            raise error from None
 
     def delete(self, key: str) -> None:
         if not _native_key(key):
@@ -444,14 +474,14 @@ class NativeS3Store(Store):
                 from ._tunnel import tunnel
 
                 tunnel.revoke(self._ticket)
-            self._direct = self._tunneled = None
+            self._stores.clear()
             fallback, self._fallback = self._fallback, None
         if fallback is not None:
             fallback.close()
 
-    def _client_or_raise(self) -> tuple[Any, Ticket | None]:
+    def _client_or_raise(self, parts: RetryPolicy | None = None) -> tuple[Any, Ticket | None]:
         try:
-            return self._client()
+            return self._client(parts)
         except StoreError:
             raise
         except OSError as exc:  # the pre-flight look-up of the endpoint's host
@@ -497,6 +527,29 @@ class NativeS3Store(Store):
 
     def _service_error(self, code: str, status: int, region: str | None) -> StoreError:
         return service_error(self.labels, self.bucket, self.region, code, status, region)
+
+
+def _retry_config(parts: RetryPolicy | None, retries: int) -> dict[str, Any]:
+    """obstore's retry settings: ``retries`` (core passes 0), or core's part policy."""
+    if parts is None:
+        return {"max_retries": max(0, retries)}
+    return {
+        "max_retries": parts.attempts - 1,
+        "retry_timeout": timedelta(seconds=parts.deadline),
+        "backoff": {
+            "init_backoff": timedelta(seconds=parts.initial),
+            "max_backoff": timedelta(seconds=max(parts.initial, parts.maximum)),
+            "base": 2,
+        },
+    }
+
+
+def _retried_by_obstore(error: StoreError) -> bool:
+    """Whether obstore retries a request that failed this way (a 5xx answer, a connection
+    refused or dropped); it does not retry a 429 or a timed-out upload request."""
+    if error.status is not None:
+        return error.status >= 500
+    return error.code == "endpoint_unreachable"
 
 
 def _native_key(key: str) -> bool:
