@@ -424,7 +424,6 @@ class _Delivery:
         """Where each part of a rewindable source lies (one read; only the boundaries are
         kept)."""
         spans: list[_Span] = []
-        buffer = bytearray(CHUNK)
         with open_source(prepared.attempt()) as raw:
             for part in split_records(
                 raw,
@@ -433,7 +432,7 @@ class _Delivery:
                 max_bytes=run.destination.max_file_bytes,
                 digest=False,
             ):
-                while part.readinto(buffer):
+                while part.read(CHUNK):  # a whole chunk of the source, mostly, not a copy
                     pass
                 assert part.source_end is not None
                 spans.append(
@@ -462,6 +461,7 @@ class _Delivery:
                 size,
                 owned=True,
                 prefix=span.header,
+                hashing=run.destination.manifest,
             )
         else:
             view = SharedStream(
@@ -471,6 +471,7 @@ class _Delivery:
                 size,
                 prefix=span.header,
                 read_lock=prepared.read_lock,
+                hashing=run.destination.manifest,
             )
         try:
             if codec is not None:
@@ -677,7 +678,8 @@ def deliver(
     statuses: list[DestinationStatus | _Run] = []
     runs: list[_Run] = []
     try:
-        delivery.files = [prepare(f, len(enabled)) for f in result_set.files]
+        hashing = any(d.manifest for d in enabled)
+        delivery.files = [prepare(f, len(enabled), hashing=hashing) for f in result_set.files]
         total = sum(p.size or 0 for p in delivery.files)
         for destination in destinations:
             if not destination.enabled:

@@ -132,7 +132,8 @@ class SharedStream(Prepared):
     The bytes are ``prefix`` followed by ``size - len(prefix)`` bytes of ``raw`` from
     ``start`` (a split part: its CSV header, then its records' range of the source).
     ``read_lock`` serialises the ``seek`` + ``read`` pairs on ``raw``; views of the same raw
-    stream must share it.
+    stream must share it. ``hashing``: whether uploads hash what they read on the way (for a
+    manifest); without it :meth:`sha256` reads the bytes again when asked.
     """
 
     size: int
@@ -147,8 +148,10 @@ class SharedStream(Prepared):
         owned: bool = False,
         prefix: bytes = b"",
         read_lock: threading.Lock | None = None,
+        hashing: bool = True,
     ) -> None:
         super().__init__(file)
+        self.hashing = hashing
         self.raw = raw
         self.start = start
         self.size = size
@@ -160,14 +163,16 @@ class SharedStream(Prepared):
         return cast(BinaryIO, StreamView(self))
 
     def succeeded(self, source: Source) -> None:
-        if isinstance(source, StreamView):
+        if isinstance(source, StreamView) and source.digest is not None:
             self._offer(source.digest, self.size)
 
     def _compute_sha256(self) -> str:
-        # No upload read the stream in order (e.g. parts read in parallel): read it again.
-        view = StreamView(self)
+        # No upload read the stream in order (e.g. parts read in parallel), or none hashed:
+        # read it again.
+        view = StreamView(self, hashing=True)
         while view.read(CHUNK):
             pass
+        assert view.digest is not None
         return view.digest.hexdigest()
 
     def release(self) -> None:
@@ -191,11 +196,12 @@ class ReaderBase(io.RawIOBase):
 class StreamView(ReaderBase):
     """An independent, seekable window on a :class:`SharedStream` for one upload."""
 
-    def __init__(self, shared: SharedStream) -> None:
+    def __init__(self, shared: SharedStream, *, hashing: bool | None = None) -> None:
         super().__init__()
         self._shared = shared
         self._pos = 0
-        self.digest = _Digest()
+        hashing = shared.hashing if hashing is None else hashing
+        self.digest = _Digest() if hashing else None
 
     def readable(self) -> bool:
         return True
@@ -227,7 +233,8 @@ class StreamView(ReaderBase):
                 shared.raw.seek(shared.start + self._pos + len(head) - len(prefix))
                 rest = shared.raw.read(n - len(head))
             data = head + rest if head else rest
-        self.digest.feed(self._pos, data)
+        if self.digest is not None:
+            self.digest.feed(self._pos, data)
         self._pos += len(data)
         return data
 
@@ -278,14 +285,16 @@ class CountingReader(ReaderBase):
         return data
 
 
-def prepare(file: ResultFile, destinations: int) -> Prepared:
+def prepare(file: ResultFile, destinations: int, *, hashing: bool = True) -> Prepared:
+    """``file`` ready for ``destinations`` uploads; ``hashing``: whether a seekable stream's
+    uploads hash it on the way (some destination wants a manifest)."""
     if file.path is not None:
         return PathFile(file, os.fspath(file.path))
     stream = file.stream
     assert stream is not None
     size = source_size(stream)
     if size is not None:
-        return SharedStream(file, stream, stream.tell(), size)
+        return SharedStream(file, stream, stream.tell(), size, hashing=hashing)
     if destinations <= 1:
         return OnceStream(file, stream)
     # Spooled to disk (never memory) so every destination, and every retry, can read it.
@@ -296,7 +305,7 @@ def prepare(file: ResultFile, destinations: int) -> Prepared:
     except BaseException:
         spool.close()
         raise
-    return SharedStream(file, spool, 0, size, owned=True)
+    return SharedStream(file, spool, 0, size, owned=True, hashing=hashing)
 
 
 class ProgressReader(ReaderBase):
