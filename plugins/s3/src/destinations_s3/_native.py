@@ -45,7 +45,7 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -382,6 +382,28 @@ class NativeS3Store(Store):
         mark = ticket.failure_count() if ticket is not None else 0
         threshold = self.options.multipart_threshold
         try:
+            if isinstance(source, str | os.PathLike) and size is not None and not metered:
+                # obstore reads the file itself (in Rust, without the GIL): one PutObject
+                # below the threshold, else a multipart upload read part by part
+                if os.stat(source).st_size != size:
+                    raise _incomplete(size)
+                if size < threshold:
+                    path = source
+
+                    def again() -> None:
+                        self._boto3().put(
+                            key,
+                            path,
+                            size=size,
+                            content_type=content_type,
+                            content_encoding=content_encoding,
+                            metadata=metadata,
+                        )
+
+                    self._put_one(obstore, store, key, Path(source), attributes, again)
+                else:
+                    self._multipart(obstore, key, Path(source), attributes)
+                return
             with open_source(source) as stream:
                 head: bytes | None = None
                 if size is not None and size < threshold:
@@ -394,37 +416,48 @@ class NativeS3Store(Store):
                         return
                 if head is not None:  # one PutObject
                     data: Any = _slices(head, progress) if metered and head else head
-                    try:
-                        obstore.put(store, key, data, attributes=attributes, use_multipart=False)
-                    except Exception as exc:
-                        if _MISSING_ETAG in str(exc):  # a 2xx without ETag: written
-                            return
-                        if _BARE_REDIRECT not in str(exc):
-                            raise
-                        # A redirect (wrong region): obstore keeps neither its body nor its
-                        # headers; the boto3 engine asks the same request and reads them.
+                    read = head
+
+                    def again() -> None:
                         self._boto3().put(
                             key,
-                            io.BytesIO(head),
-                            size=len(head),
+                            io.BytesIO(read),
+                            size=len(read),
                             content_type=content_type,
                             content_encoding=content_encoding,
                             metadata=metadata,
                         )
+
+                    self._put_one(obstore, store, key, data, attributes, again)
                     return
                 assert size is not None
-                if isinstance(source, str | os.PathLike) and not metered:
-                    stream.close()  # obstore reads the file itself, part by part
-                    if os.stat(source).st_size != size:
-                        raise _incomplete(size)
-                    self._multipart(obstore, key, Path(source), attributes)
-                    return
                 body = _chunks(stream, size, progress if metered else None, b"")
                 self._multipart(obstore, key, body, attributes)
         except StoreError:
             raise
         except Exception as exc:
             raise self._error(exc, ticket, mark) from None
+
+    @staticmethod
+    def _put_one(
+        obstore: Any,
+        store: Any,
+        key: str,
+        data: Any,
+        attributes: Any,
+        again: Callable[[], None],
+    ) -> None:
+        """One PutObject of ``data`` (bytes, slices of them, or a file's path)."""
+        try:
+            obstore.put(store, key, data, attributes=attributes, use_multipart=False)
+        except Exception as exc:
+            if _MISSING_ETAG in str(exc):  # a 2xx without ETag: written
+                return
+            if _BARE_REDIRECT not in str(exc):
+                raise
+            # A redirect (wrong region): obstore keeps neither its body nor its headers;
+            # the boto3 engine asks the same request (``again``) and reads them.
+            again()
 
     def _multipart(self, obstore: Any, key: str, body: Any, attributes: Any) -> None:
         """A multipart upload whose requests obstore retries with core's part policy (none
