@@ -12,14 +12,14 @@ import io
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar
 
 import google.auth.exceptions
 import requests
 from google.api_core import exceptions as api_exceptions
-from google.api_core.retry import Retry
+from google.api_core.retry import Retry, exponential_sleep_generator, retry_target
 from google.auth.transport.requests import AuthorizedSession, Request as AuthRequest
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
@@ -34,6 +34,8 @@ from destinations.plugin import (
     classify_transport_error,
     find_refusal,
     open_source,
+    part_retry_policy,
+    parts_spent,
     progress_granule,
     read_exactly,
     upload_progress,
@@ -41,6 +43,9 @@ from destinations.plugin import (
 from destinations.requests_guard import GuardedAdapter
 
 from . import DEFAULT_ENDPOINT
+
+if TYPE_CHECKING:
+    from destinations import RetryPolicy
 
 __all__ = ["GcsJsonStore", "chunk_size_for"]
 
@@ -58,6 +63,9 @@ _TRANSIENT_REASONS = frozenset(
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/")
 _SAFE_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PERMISSIONS = "storage.objects.create and storage.objects.delete (e.g. roles/storage.objectUser)"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @functools.lru_cache(maxsize=64)
@@ -212,6 +220,59 @@ def _placement(request: Any, length: int, size: int | None) -> tuple[int, float]
     return None
 
 
+class _ChunkRetry(Retry):
+    """Core's part policy as google-cloud-storage's retry of a resumable upload.
+
+    The library wraps each request of the upload in the retry on its own: the request that
+    starts the session, then each chunk. A failed chunk is sent again from the copy of it the
+    library holds in memory, with the same ``Content-Range`` (GCS ignores re-sent bytes it
+    had already persisted), so one chunk is re-sent, never the object, and the source is
+    never read twice. Each wrapped request gets ``attempts`` of its own, as
+    :func:`~destinations.plugin.retry_part` gives each part (a predicate counting down would
+    share them across the upload): waits drawn from ``[0, min(maximum, initial * 2**n)]``
+    (full jitter), none starting that would end ``deadline`` seconds after the request's
+    first attempt began.
+    """
+
+    def __init__(self, policy: RetryPolicy, transient: Callable[[Exception], bool]) -> None:
+        super().__init__(
+            predicate=transient,
+            initial=policy.initial,
+            maximum=policy.maximum,
+            multiplier=2.0,
+            timeout=policy.deadline,
+        )
+        self.policy = policy
+        self.transient = transient
+
+    def __call__(
+        self, func: Callable[_P, _R], on_error: Callable[[Exception], Any] | None = None
+    ) -> Callable[_P, _R]:
+        policy, transient = self.policy, self.transient
+
+        @functools.wraps(func)
+        def with_retries(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            left = policy.attempts - 1
+
+            def predicate(exc: Exception) -> bool:
+                nonlocal left
+                if left <= 0 or not transient(exc):
+                    return False
+                left -= 1
+                return True
+
+            result: _R = retry_target(
+                functools.partial(func, *args, **kwargs),
+                predicate,
+                exponential_sleep_generator(policy.initial, policy.maximum, multiplier=2.0),
+                timeout=policy.deadline,
+                on_error=on_error,
+            )
+            return result
+
+        return with_retries
+
+
 class GcsJsonStore(Store):
     """Objects in one bucket through google-cloud-storage, authenticated as a service account.
 
@@ -299,6 +360,21 @@ class GcsJsonStore(Store):
 
         return Retry(predicate=predicate, initial=0.5, maximum=8.0, timeout=None)
 
+    def _chunk_retry(self) -> Retry | None:
+        """The retry of a resumable upload's requests: core's part policy within a delivery
+        (each chunk retried alone, see :class:`_ChunkRetry`), ``options.retries`` outside."""
+        policy = part_retry_policy()
+        if policy is None:
+            return self._retry()
+        if policy.attempts <= 1:
+            return None
+        return _ChunkRetry(policy, self._chunk_transient)
+
+    def _chunk_transient(self, exc: Exception) -> bool:
+        # A checksum mismatch is reported on the final chunk of an object already finalized
+        # with the wrong bytes: sending that chunk again cannot mend it, the whole object can.
+        return not isinstance(exc, DataCorruption) and self._error(exc, "put").transient
+
     def put(
         self,
         key: str,
@@ -314,13 +390,14 @@ class GcsJsonStore(Store):
             blob.content_encoding = content_encoding
         if metadata:
             blob.metadata = dict(metadata)
+        single = size if size is not None and size < self.options.multipart_threshold else None
         try:
             with open_source(source) as stream, self._metering(size):
-                if size is not None and size < self.options.multipart_threshold:
-                    body = read_exactly(stream, size)
+                if single is not None:
+                    body = read_exactly(stream, single)
                     blob.upload_from_file(
                         io.BytesIO(body),
-                        size=size,
+                        size=single,
                         content_type=content_type,
                         timeout=self._timeout,
                         retry=self._retry(),
@@ -332,12 +409,16 @@ class GcsJsonStore(Store):
                         size=size if big else None,
                         content_type=content_type,
                         timeout=self._timeout,
-                        retry=self._retry(),
+                        retry=self._chunk_retry(),
                     )
         except StoreError:
             raise
         except Exception as exc:
-            raise self._error(exc, "put") from exc
+            error = self._error(exc, "put")
+            if single is None and not isinstance(exc, DataCorruption):
+                # Each chunk was retried with core's part policy: not the whole object again.
+                raise parts_spent(error) from exc
+            raise error from exc
 
     def _new_blob(self, key: str) -> storage.Blob:
         """A blob carrying the destination's CMEK key (``kmsKeyName`` on the upload URL) and
