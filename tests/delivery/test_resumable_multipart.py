@@ -559,11 +559,12 @@ def _is_session_start(method: str, query: str) -> bool:
 
 
 class _FailChunk:
-    """Fail the ``nth`` chunk request of a resumable upload, once; with ``always``, every
-    later chunk request too (chunks go one after another: those are that chunk again)."""
+    """Fail the chunk requests of a resumable upload that arrive ``nth`` (1 = the first);
+    with ``always``, every one after the last of them too (chunks go one after another:
+    those are that chunk again)."""
 
-    def __init__(self, nth: int, *, always: bool = False) -> None:
-        self.nth, self.always = nth, always
+    def __init__(self, *nth: int, always: bool = False) -> None:
+        self.nth, self.always = frozenset(nth), always
         self.seen = 0
         self.lock = threading.Lock()
 
@@ -572,7 +573,7 @@ class _FailChunk:
             return False
         with self.lock:
             self.seen += 1
-            return self.seen == self.nth or (self.always and self.seen > self.nth)
+            return self.seen in self.nth or (self.always and self.seen > max(self.nth))
 
 
 def test_gcs_service_account_resends_only_the_failed_chunk(
@@ -618,6 +619,26 @@ def test_gcs_service_account_chunk_that_keeps_failing_fails_the_file_without_res
     assert [r.status for r in puts] == [308] + [503] * RETRY.attempts
     assert len(starts) == 1
     assert not any("; attempt" in e.text for e in status.log)
+
+
+def test_gcs_service_account_each_chunk_has_attempts_of_its_own(
+    tmp_path: Path, gcs_emulator: Any, gcs_sa_json: str, gcs_sa_bucket: str, gcs_env: None
+) -> None:
+    """Chunks 2 and 3 each fail ``attempts - 1`` times: both still go through (one budget
+    for the whole upload would have run out on chunk 3)."""
+    path, data = _big_file(tmp_path, 4 * PART)
+    retries = RETRY.attempts - 1
+    failing = [*range(2, 2 + retries), *range(3 + retries, 3 + 2 * retries)]
+    rs = ResultSet("c", "n", "rs-gcs-budget", [ResultFile("big.bin", path)])
+    with FaultyProxy(gcs_emulator.endpoint, error_when=_FailChunk(*failing)) as proxy:
+        dest = _gcs_sa(gcs_sa_json, gcs_sa_bucket, proxy.endpoint, "budget/gcs")
+        (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
+        puts = [r.status for r in proxy.requests if _is_chunk(r.method, r.query)]
+        starts = [r for r in proxy.requests if _is_session_start(r.method, r.query)]
+    assert status.status == "success", status.error
+    assert puts == [308, *[503] * retries, 308, *[503] * retries, 308, 200]
+    assert len(starts) == 1
+    assert _gcs_read(gcs_emulator, gcs_sa_bucket, status.keys[0]) == data
 
 
 def test_gcs_service_account_outside_a_delivery_makes_one_attempt_per_chunk(
@@ -675,3 +696,51 @@ def test_gcs_service_account_progress_adds_up_when_a_chunk_is_resent(
     assert all(n > 0 for n in events)  # never backwards
     assert sum(events) == size  # the re-sent chunk counted once
     assert _gcs_read(gcs_emulator, gcs_sa_bucket, key) == data
+
+
+def test_gcs_service_account_checksum_mismatch_is_left_to_a_whole_resend(
+    tmp_path: Path, gcs_sa_json: str, gcs_env: None
+) -> None:
+    """A crc32c mismatch on the final chunk means the object was finalized with the wrong
+    bytes: that chunk is not sent again (it cannot mend it), the library deletes the object,
+    and the error is left retryable so delivery sends the whole object again. A loopback stub
+    answers, since the emulator computes checksums right."""
+    import json
+    import re
+
+    from destinations._retry import is_transient, retrying_parts
+    from destinations.plugin import StoreError
+    from tests.plugins._http_stub import Reply, StubRequest, StubServer
+
+    quantum = 256 * 1024
+    size = 3 * quantum + 1
+    path, _ = _big_file(tmp_path, size)
+    where: list[str] = []
+
+    def answer(request: StubRequest) -> Reply:
+        if request.method == "POST":
+            location = f"{where[0]}/upload/storage/v1/b/abc/o?uploadType=resumable&upload_id=u"
+            return 200, {"Location": location}, b""
+        if request.method == "DELETE":
+            return 204, {}, b""
+        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", request.headers["content-range"])
+        assert match is not None
+        end, total = int(match.group(2)), match.group(3)
+        if total == "*" or end + 1 < int(total):
+            return 308, {"Range": f"bytes=0-{end}"}, b""
+        resource = {"name": "k", "bucket": "abc", "size": total, "crc32c": "AAAAAA=="}
+        return 200, {"Content-Type": "application/json"}, json.dumps(resource).encode()
+
+    options = StoreOptions(timeout=10.0, multipart_threshold=quantum, part_size=quantum)
+    with StubServer(answer) as stub:
+        where.append(stub.endpoint)
+        dest = _gcs_sa(gcs_sa_json, "abc", stub.endpoint, "crc")
+        with (
+            open_store(dest, options) as store,
+            retrying_parts(RETRY),
+            pytest.raises(StoreError) as info,
+        ):
+            store.put("crc/big.bin", path, size=size, content_type=None)
+        methods = [r.method for r in stub.requests]
+    assert methods == ["POST", "PUT", "PUT", "PUT", "PUT", "DELETE"]  # the last chunk once
+    assert info.value.transient and is_transient(info.value)  # not spent: a whole resend
