@@ -13,6 +13,7 @@ import io
 import itertools
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import zstandard
@@ -22,6 +23,7 @@ from destinations._shaping import (
     CHUNK,
     LOOKAHEAD,
     CompressedReader,
+    Part,
     RecordFormat,
     compression_backends,
     split_records,
@@ -74,16 +76,12 @@ def _split(
     chunk: int = CHUNK,
     lookahead: int = LOOKAHEAD,
     plan: list[int] | None = None,
+    resume: bool = False,
 ) -> list[Got]:
+    """The parts of ``data``; with ``resume``, cut as delivery cuts a rewindable source:
+    each part by a splitter of its own started at the part's first record."""
     parts = []
-    for part in split_records(
-        io.BytesIO(data),
-        fmt,
-        max_records=max_records,
-        max_bytes=max_bytes,
-        chunk_size=chunk,
-        lookahead=lookahead,
-    ):
+    for part, offset in _parts_of(data, fmt, max_records, max_bytes, chunk, lookahead, resume):
         pieces = []
         for n in itertools.cycle(plan or [-1]):
             piece = part.read(n)
@@ -94,11 +92,39 @@ def _split(
                 assert not part.read(1)
                 break
         assert part.done
+        end = None if part.source_end is None else offset + part.source_end
         parts.append(
-            Got(b"".join(pieces), part.records, part.size, part.sha256, part.source_start,
-                part.source_end, part.header)
+            Got(b"".join(pieces), part.records, part.size, part.sha256,
+                offset + part.source_start, end, part.header)
         )  # fmt: skip
     return parts
+
+
+def _parts_of(
+    data: bytes,
+    fmt: RecordFormat,
+    max_records: int | None,
+    max_bytes: int | None,
+    chunk: int,
+    lookahead: int,
+    resume: bool,
+) -> Iterator[tuple[Part, int]]:
+    limits = {"max_records": max_records, "max_bytes": max_bytes}
+    sizes = {"chunk_size": chunk, "lookahead": lookahead}
+    if not resume:
+        for part in split_records(io.BytesIO(data), fmt, **limits, **sizes):
+            yield part, 0
+        return
+    start, number, header = 0, 1, None
+    while number == 1 or start < len(data):
+        source = io.BytesIO(data[start:])
+        part = next(
+            split_records(source, fmt, **limits, **sizes, header=header, first=number)
+        )
+        assert part.number == number
+        yield part, start  # read to its end by the caller before the next is cut
+        assert part.source_end is not None
+        start, number, header = start + part.source_end, number + 1, part.header
 
 
 def _check(
@@ -109,10 +135,11 @@ def _check(
     chunk: int,
     lookahead: int,
     plan: list[int],
+    resume: bool = False,
 ) -> list[Got]:
     parts = _split(
         data, fmt, max_records=max_records, max_bytes=max_bytes, chunk=chunk,
-        lookahead=lookahead, plan=plan,
+        lookahead=lookahead, plan=plan, resume=resume,
     )  # fmt: skip
     note(f"parts={[p.data for p in parts]!r}")
     records = _records(data, fmt)
@@ -159,43 +186,54 @@ def _check(
 @EXAMPLES
 @given(
     jsonl_documents() | record_bytes, max_records_s, max_bytes_s, chunk_sizes, lookaheads,
-    read_plans,
+    read_plans, st.booleans(),
 )  # fmt: skip
-@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1])  # empty file: one empty part
-@example(b"a\nb\nc", 2, None, 1, 1, [1])  # no final line end
-@example(b"aa\nbb\ncc\n", None, 6, 4, 8, [-1])  # two records exactly at the byte limit
-@example(b"aa\nbb\ncc\n", None, 5, 4, 8, [-1])  # one byte under: one record a part
-@example(b"aaaaaa\nb\n", None, 5, 2, 8, [3])  # a record over the limit is a part of its own
-@example(b"\n\n \n\r\n", 2, None, 3, 8, [-1])  # blank lines are records
-@example(b"a\r\nb\r\n", 1, None, CHUNK, LOOKAHEAD, [-1])  # CRLF stays in the record
-def test_jsonl_splits_back_to_the_original(data, max_records, max_bytes, chunk, lookahead, plan):
-    _check(data, "jsonl", max_records, max_bytes, chunk, lookahead, plan)
+@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1], False)  # empty file: one empty part
+@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1], True)
+@example(b"a\nb\nc", 2, None, 1, 1, [1], True)  # no final line end
+@example(b"aa\nbb\ncc\n", None, 6, 4, 8, [-1], False)  # two records exactly at the limit
+@example(b"aa\nbb\ncc\n", None, 5, 4, 8, [-1], True)  # one byte under: one record a part
+@example(b"aaaaaa\nb\n", None, 5, 2, 8, [3], True)  # a record over the limit: its own part
+@example(b"\n\n \n\r\n", 2, None, 3, 8, [-1], False)  # blank lines are records
+@example(b"a\r\nb\r\n", 1, None, CHUNK, LOOKAHEAD, [-1], True)  # CRLF stays in the record
+def test_jsonl_splits_back_to_the_original(
+    data, max_records, max_bytes, chunk, lookahead, plan, resume
+):
+    _check(data, "jsonl", max_records, max_bytes, chunk, lookahead, plan, resume)
 
 
 @EXAMPLES
-@given(record_bytes, max_records_s, max_bytes_s, chunk_sizes, lookaheads, read_plans)
-@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1])  # empty file: one empty part
-@example(b"h1,h2\n", 1, 3, 1, 1, [-1])  # header only: one part holding it
-@example(b"h1,h2", 1, None, 2, 4, [1])  # header only, no line end
-@example(b"h\n1\n2", 1, None, 1, 1, [-1])  # no final line end
-@example(b'h\r\n"a\r\nb",1\r\n"c""d",2\r\n', 1, None, 3, 4, [2])  # quoted CRLF, escaped ""
-@example(b"h\nab\ncd\n", None, 8, 4, 8, [-1])  # header + two records: exactly at the limit
-@example(b"h\nab\ncd\n", None, 7, 4, 8, [-1])  # one byte over: one record a part
-@example(b'h\n"never closed\n1\n', 1, None, 4, 4, [-1])  # unclosed quote: one record to EOF
-def test_csv_splits_back_to_the_original(data, max_records, max_bytes, chunk, lookahead, plan):
-    _check(data, "csv", max_records, max_bytes, chunk, lookahead, plan)
+@given(
+    record_bytes, max_records_s, max_bytes_s, chunk_sizes, lookaheads, read_plans,
+    st.booleans(),
+)  # fmt: skip
+@example(b"", 1, 1, CHUNK, LOOKAHEAD, [-1], False)  # empty file: one empty part
+@example(b"h1,h2\n", 1, 3, 1, 1, [-1], True)  # header only: one part holding it
+@example(b"h1,h2", 1, None, 2, 4, [1], True)  # header only, no line end
+@example(b"h\n1\n2", 1, None, 1, 1, [-1], True)  # no final line end
+@example(b'h\r\n"a\r\nb",1\r\n"c""d",2\r\n', 1, None, 3, 4, [2], True)  # quoted CRLF, ""
+@example(b"h\nab\ncd\n", None, 8, 4, 8, [-1], False)  # header + two records: at the limit
+@example(b"h\nab\ncd\n", None, 7, 4, 8, [-1], True)  # one byte over: one record a part
+@example(b'h\n"never closed\n1\n', 1, None, 4, 4, [-1], True)  # unclosed quote: one record
+def test_csv_splits_back_to_the_original(
+    data, max_records, max_bytes, chunk, lookahead, plan, resume
+):
+    _check(data, "csv", max_records, max_bytes, chunk, lookahead, plan, resume)
 
 
 @EXAMPLES
-@given(csv_documents(), max_records_s, max_bytes_s, chunk_sizes, lookaheads, read_plans)
-@example((b"a,b\r\n", 0), 1, 10, CHUNK, LOOKAHEAD, [-1])  # header only
-@example((b'a\r\n"x\r\ny"\r\n"q""r"\r\n', 2), 1, None, 1, 1, [1])  # quoted CRLF, ""
-@example((b"a\n\n\n", 2), 1, None, CHUNK, LOOKAHEAD, [-1])  # blank rows are records
+@given(
+    csv_documents(), max_records_s, max_bytes_s, chunk_sizes, lookaheads, read_plans,
+    st.booleans(),
+)  # fmt: skip
+@example((b"a,b\r\n", 0), 1, 10, CHUNK, LOOKAHEAD, [-1], True)  # header only
+@example((b'a\r\n"x\r\ny"\r\n"q""r"\r\n', 2), 1, None, 1, 1, [1], True)  # quoted CRLF, ""
+@example((b"a\n\n\n", 2), 1, None, CHUNK, LOOKAHEAD, [-1], False)  # blank rows are records
 def test_csv_records_are_what_the_csv_module_reads(
-    doc, max_records, max_bytes, chunk, lookahead, plan
+    doc, max_records, max_bytes, chunk, lookahead, plan, resume
 ):
     data, expected = doc
-    parts = _check(data, "csv", max_records, max_bytes, chunk, lookahead, plan)
+    parts = _check(data, "csv", max_records, max_bytes, chunk, lookahead, plan, resume)
     assert sum(p.records for p in parts) == expected
     # Every part is a CSV file of its own: the header, then whole rows.
     import csv

@@ -485,6 +485,7 @@ class _Splitter:
         max_bytes: int | None,
         chunk_size: int,
         lookahead: int,
+        header: bytes | None = None,
     ) -> None:
         self.source = source
         self.csv = fmt == "csv"
@@ -497,7 +498,10 @@ class _Splitter:
         self.eof = False
         self.base = 0  # source offset of buf[0]
         self.parity = 0  # CSV: 1 while self.pos is inside a quoted field
-        self.header = self._read_header() if self.csv else b""
+        if header is not None:
+            self.header = header  # read already: the source starts at a record boundary
+        else:
+            self.header = self._read_header() if self.csv else b""
 
     @property
     def offset(self) -> int:
@@ -666,21 +670,30 @@ def split_records(
     chunk_size: int = CHUNK,
     lookahead: int = LOOKAHEAD,
     digest: bool = True,
+    header: bytes | None = None,
+    first: int = 1,
 ) -> Iterator[Part]:
-    """The parts of ``source`` split at record boundaries (see the module docs)."""
+    """The parts of ``source`` split at record boundaries (see the module docs).
+
+    ``header`` and ``first`` resume a split at a part boundary: ``source`` then starts at
+    the first record of part number ``first`` (``source_start``/``source_end`` count from
+    there), and ``header`` is the CSV header read before (``b""`` for JSON Lines)."""
     if fmt not in get_args(RecordFormat):
         raise ValueError(f"unknown record format {fmt!r}: expected 'jsonl' or 'csv'")
     for label, value in (("max_records", max_records), ("max_bytes", max_bytes)):
         if value is not None and (isinstance(value, bool) or value < 1):
             raise ValueError(f"{label} must be a positive integer or None, not {value!r}")
-    for label, value in (("chunk_size", chunk_size), ("lookahead", lookahead)):
+    for label, value in (("chunk_size", chunk_size), ("lookahead", lookahead), ("first", first)):
         if value < 1:
             raise ValueError(f"{label} must be at least 1, not {value!r}")
-    return _parts(_Splitter(source, fmt, max_records, max_bytes, chunk_size, lookahead), digest)
+    if header is not None and fmt == "jsonl" and header:
+        raise ValueError("a JSON Lines file has no header: header must be b'' or None")
+    splitter = _Splitter(source, fmt, max_records, max_bytes, chunk_size, lookahead, header)
+    return _parts(splitter, digest, first)
 
 
-def _parts(splitter: _Splitter, digest: bool) -> Iterator[Part]:
-    part = Part(splitter, 1, digest)
+def _parts(splitter: _Splitter, digest: bool, first: int = 1) -> Iterator[Part]:
+    part = Part(splitter, first, digest)
     yield part
     while True:
         splitter.settle(part)
