@@ -525,13 +525,15 @@ class Unreadable(io.BytesIO):
         raise OSError("the disk went away")
 
 
-def test_a_seekable_file_that_cannot_be_read_to_find_its_parts_fails_without_a_key() -> None:
+def test_a_seekable_file_that_cannot_be_read_fails_at_its_first_part() -> None:
+    """Parts are cut as they are sent: a source that cannot be read fails the first part's
+    put (as a stream that breaks does), and nothing is stored."""
     rs = result_set(ResultFile("r.jsonl", stream=Unreadable(b"1\n2\n")))
     (status,) = deliver(rs, [dest(max_file_records=1)], now=NOW)
-    assert status.status == "failed" and status.keys == () and RecStore.puts == []
+    assert status.status == "failed" and status.keys == () and not RecStore.objects
     assert status.error is not None
     assert (status.error.step, status.error.key, status.error.provider_code) == (
-        "put", None, "OSError")
+        "put", "r-00001.jsonl", "OSError")
 
 
 # -- the manifest -------------------------------------------------------------------------------

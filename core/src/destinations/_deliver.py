@@ -77,7 +77,15 @@ from ._shaping import (
     record_format,
     split_records,
 )
-from ._sources import CHUNK, PathFile, Prepared, ProgressReader, SharedStream, prepare
+from ._sources import (
+    CHUNK,
+    PartSource,
+    PathFile,
+    Prepared,
+    ProgressReader,
+    SharedStream,
+    prepare,
+)
 from ._store import MiB, Source, Store, StoreOptions, open_source
 from ._template import FileNameTemplate, join_key, object_key, sanitize_segment
 from ._verify import open_store
@@ -391,99 +399,63 @@ class _Delivery:
         """Split ``prepared`` at record boundaries and put every part (compressed if asked)
         with its own retries, so a failed part is sent again alone and memory stays flat.
 
-        A file on disk or a seekable stream is read once to find the parts, then each part
-        is uploaded as a view of its range (its CSV header, then its records): nothing is
-        copied. A stream that cannot be rewound is split as it is read, each part spooled to
-        an anonymous temporary file on disk first."""
+        A file on disk or a seekable stream is read once: each part is streamed to the store
+        as it is cut (a retry cuts it again from its first record; see ``PartSource``). A
+        stream that cannot be rewound is split as it is read, each part spooled to an
+        anonymous temporary file on disk first."""
         assert shape.split is not None
         written: list[_Object] = []
         key = None
         try:
             if isinstance(prepared, PathFile | SharedStream):
-                for span in self._spans(run, prepared, shape.split):
-                    key = self.part_key(run, prepared.file.name, span.number, shape.codec)
-                    written.append(self._put_span(run, store, key, prepared, span, shape.codec))
+                start, number, header = 0, 1, None
+                while number == 1 or start < (prepared.size or 0):
+                    key = self.part_key(run, prepared.file.name, number, shape.codec)
+                    part = PartSource(
+                        prepared,
+                        shape.split,
+                        start=start,
+                        number=number,
+                        header=header,
+                        max_records=run.destination.max_file_records,
+                        max_bytes=run.destination.max_file_bytes,
+                        hashing=run.destination.manifest and shape.codec is None,
+                    )
+                    written.append(self._put_part(run, store, key, part, shape.codec))
+                    sent = part.last
+                    assert sent is not None and sent.source_end is not None
+                    start, number, header = start + sent.source_end, number + 1, sent.header
             else:
                 with open_source(prepared.attempt()) as raw:
-                    for part in split_records(
+                    for piece in split_records(
                         raw,
                         shape.split,
                         max_records=run.destination.max_file_records,
                         max_bytes=run.destination.max_file_bytes,
                         digest=False,
                     ):
-                        key = self.part_key(run, prepared.file.name, part.number, shape.codec)
-                        written.append(self._put_spooled(run, store, key, prepared, part, shape))
+                        key = self.part_key(run, prepared.file.name, piece.number, shape.codec)
+                        written.append(self._put_spooled(run, store, key, prepared, piece, shape))
         except Exception as exc:
             raise _PartFailed(exc, key, written) from exc
         return written
 
-    def _spans(
-        self, run: _Run, prepared: PathFile | SharedStream, fmt: RecordFormat
-    ) -> list[_Span]:
-        """Where each part of a rewindable source lies (one read; only the boundaries are
-        kept)."""
-        spans: list[_Span] = []
-        with open_source(prepared.attempt()) as raw:
-            for part in split_records(
-                raw,
-                fmt,
-                max_records=run.destination.max_file_records,
-                max_bytes=run.destination.max_file_bytes,
-                digest=False,
-            ):
-                while part.read(CHUNK):  # a whole chunk of the source, mostly, not a copy
-                    pass
-                assert part.source_end is not None
-                spans.append(
-                    _Span(
-                        part.number, part.records, part.header, part.source_start, part.source_end
-                    )
-                )
-        return spans
-
-    def _put_span(
-        self,
-        run: _Run,
-        store: Store,
-        key: str,
-        prepared: PathFile | SharedStream,
-        span: _Span,
-        codec: Codec | None,
+    def _put_part(
+        self, run: _Run, store: Store, key: str, part: PartSource, codec: Codec | None
     ) -> _Object:
-        file = prepared.file
-        size = len(span.header) + span.end - span.start
-        if isinstance(prepared, PathFile):
-            view = SharedStream(
-                file,
-                open(prepared.path, "rb"),  # noqa: SIM115 - closed by release()
-                span.start,
-                size,
-                owned=True,
-                prefix=span.header,
-                hashing=run.destination.manifest,
-            )
-        else:
-            view = SharedStream(
-                file,
-                prepared.raw,
-                prepared.start + span.start,
-                size,
-                prefix=span.header,
-                read_lock=prepared.read_lock,
-                hashing=run.destination.manifest,
-            )
+        file = part.file
         try:
             if codec is not None:
-                obj = self.put_compressed(run, store, key, view, codec, announce=False)
+                obj = self.put_compressed(run, store, key, part, codec, announce=False)
             else:
-                self.put(run, store, key, view)
-                # the manifest's sha256 (usually from the upload's own in-order read)
-                digest = view.sha256() if run.destination.manifest else None
-                obj = _Object(key, size, file.name, sha256=digest)
+                self.put(run, store, key, part)
+                assert part.last is not None
+                digest = part.last.sha256 if run.destination.manifest else None
+                obj = _Object(key, part.last.size, file.name, sha256=digest)
         finally:
-            view.release()
-        obj = replace(obj, records=span.records, part=span.number)
+            part.release()
+        assert part.last is not None
+        obj = replace(obj, records=part.last.records, part=part.number)
         self.delivered(run, obj)
         return obj
 
@@ -768,18 +740,6 @@ def _plan(delivery: _Delivery, destination: Destination) -> _Run:
     run.written = [[] for _ in run.keys]
     run.remaining = len(run.keys)
     return run
-
-
-@dataclass(frozen=True, slots=True)
-class _Span:
-    """Where one part of a split file lies in its source: records ``start:end`` after the
-    repeated CSV ``header``."""
-
-    number: int
-    records: int
-    header: bytes
-    start: int
-    end: int
 
 
 @dataclass(frozen=True, slots=True)

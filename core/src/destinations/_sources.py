@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 from ._errors import SourceUnreadable
 from ._progress import ProgressCallback
 from ._records import ResultFile
+from ._shaping import Part, RecordFormat, split_records
 from ._store import Source, source_size
 
 if TYPE_CHECKING:
@@ -178,6 +179,77 @@ class SharedStream(Prepared):
     def release(self) -> None:
         if self._owned:
             self.raw.close()
+
+
+class PartSource(Prepared):
+    """One part of a split file whose source can be read again (a path or a seekable
+    stream), cut from its first record at ``start`` by a splitter of its own on every
+    attempt: the split is deterministic from a part boundary, so a retry sends the same
+    bytes. Uploads stream the part as it is cut (its size is not known before), so the
+    source is read once, with no pass to find the parts first.
+
+    ``header``: the CSV header read by part 1 (``None`` for part 1 itself). After a
+    successful put, :attr:`last` is the part as sent: ``records``, ``size``, ``source_end``
+    (from ``start``), ``header`` and, with ``hashing``, ``sha256``.
+    """
+
+    size = None
+
+    def __init__(
+        self,
+        of: PathFile | SharedStream,
+        fmt: RecordFormat,
+        *,
+        start: int,
+        number: int,
+        header: bytes | None,
+        max_records: int | None,
+        max_bytes: int | None,
+        hashing: bool,
+    ) -> None:
+        super().__init__(of.file)
+        self._of = of
+        self._fmt: RecordFormat = fmt
+        self.start = start
+        self.number = number
+        self._header = header
+        self._limits = (max_records, max_bytes)
+        self._hashing = hashing
+        self._raw: IO[bytes] | None = None
+        self.last: Part | None = None
+
+    def attempt(self) -> Source:
+        self.release()
+        raw: IO[bytes]
+        if isinstance(self._of, PathFile):
+            raw = open(self._of.path, "rb", buffering=0)  # noqa: SIM115 - closed by release()
+        else:
+            raw = cast(IO[bytes], StreamView(self._of, hashing=False))
+        self._raw = raw
+        raw.seek(self.start)
+        max_records, max_bytes = self._limits
+        self.last = next(
+            split_records(
+                raw,
+                self._fmt,
+                max_records=max_records,
+                max_bytes=max_bytes,
+                digest=self._hashing,
+                header=self._header,
+                first=self.number,
+            )
+        )
+        return cast(BinaryIO, self.last)
+
+    def _compute_sha256(self) -> str:
+        if self.last is None or not self.last.done:
+            raise RuntimeError(f"part {self.number} was not sent whole")
+        return self.last.sha256
+
+    def release(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
 
 
 class ReaderBase(io.RawIOBase):
