@@ -67,7 +67,6 @@ from destinations.plugin import (
     private_endpoints_allowed,
     progress_granule,
     read_exactly,
-    read_up_to,
     refuse_plain_http,
     upload_progress,
 )
@@ -409,11 +408,14 @@ class NativeS3Store(Store):
                 if size is not None and size < threshold:
                     head = read_exactly(stream, size)
                 elif size is None:
-                    head = read_up_to(stream, threshold)
-                    if len(head) >= threshold:  # larger: multipart, the head first
-                        body = _chunks(stream, None, progress if metered else None, head)
-                        self._multipart(obstore, key, body, attributes)
+                    meter = progress if metered else None
+                    pieces = _read_pieces(stream, threshold, _step(None, meter))
+                    if sum(map(len, pieces)) >= threshold:  # larger: multipart, head first
+                        self._multipart(
+                            obstore, key, _chunks(stream, None, meter, pieces), attributes
+                        )
                         return
+                    head = b"".join(pieces)  # a single piece is not copied
                 if head is not None:  # one PutObject
                     data: Any = _slices(head, progress) if metered and head else head
                     read = head
@@ -431,7 +433,7 @@ class NativeS3Store(Store):
                     self._put_one(obstore, store, key, data, attributes, again)
                     return
                 assert size is not None
-                body = _chunks(stream, size, progress if metered else None, b"")
+                body = _chunks(stream, size, progress if metered else None, [])
                 self._multipart(obstore, key, body, attributes)
         except StoreError:
             raise
@@ -628,17 +630,33 @@ def _slices(data: bytes, progress: Any) -> Iterator[memoryview]:
         yield piece
 
 
-def _chunks(stream: Any, size: int | None, progress: Any, head: bytes) -> Iterator[bytes]:
-    """The source as chunks (``head`` first), exactly ``size`` bytes when announced, with
-    progress reported as each one is taken."""
-    step = progress_granule(size) if progress is not None else _READ_STEP
-    if head:
-        view = memoryview(head)
-        for start in range(0, len(head), step):
-            piece = bytes(view[start : start + step])
-            if progress is not None:
-                progress(len(piece))
-            yield piece
+def _step(size: int | None, progress: Any) -> int:
+    """How much one read takes: at most a progress step when progress is reported."""
+    return progress_granule(size) if progress is not None else _READ_STEP
+
+
+def _read_pieces(stream: Any, n: int, step: int) -> list[bytes]:
+    """Up to ``n`` bytes of ``stream`` (fewer only at its end) as they were read, pieces of
+    at most ``step`` bytes, not joined (no copy)."""
+    pieces: list[bytes] = []
+    got = 0
+    while got < n:
+        piece = stream.read(min(step, n - got))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return pieces
+
+
+def _chunks(stream: Any, size: int | None, progress: Any, head: list[bytes]) -> Iterator[bytes]:
+    """The source as chunks (``head``, pieces already read, first), exactly ``size`` bytes
+    when announced, with progress reported as each one is taken."""
+    step = _step(size, progress)
+    for piece in head:
+        if progress is not None:
+            progress(len(piece))
+        yield piece
     if size is None:
         while chunk := stream.read(step):
             if progress is not None:
