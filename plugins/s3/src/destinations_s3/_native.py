@@ -39,6 +39,7 @@ functions then use boto3).
 from __future__ import annotations
 
 import contextvars
+import functools
 import io
 import os
 import re
@@ -356,15 +357,18 @@ class NativeS3Store(Store):
         content_encoding: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        if not _native_key(key) or any(k.lower() in _RESERVED_ATTRIBUTES for k in metadata or ()):
+        def by_boto3(body: Source, length: int | None) -> None:
             self._boto3().put(
                 key,
-                source,
-                size=size,
+                body,
+                size=length,
                 content_type=content_type,
                 content_encoding=content_encoding,
                 metadata=metadata,
             )
+
+        if not _native_key(key) or any(k.lower() in _RESERVED_ATTRIBUTES for k in metadata or ()):
+            by_boto3(source, size)
             return
         import obstore
 
@@ -387,18 +391,7 @@ class NativeS3Store(Store):
                 if os.stat(source).st_size != size:
                     raise _incomplete(size)
                 if size < threshold:
-                    path = source
-
-                    def again() -> None:
-                        self._boto3().put(
-                            key,
-                            path,
-                            size=size,
-                            content_type=content_type,
-                            content_encoding=content_encoding,
-                            metadata=metadata,
-                        )
-
+                    again = functools.partial(by_boto3, source, size)
                     self._put_one(obstore, store, key, Path(source), attributes, again)
                 else:
                     self._multipart(obstore, key, Path(source), attributes)
@@ -418,18 +411,7 @@ class NativeS3Store(Store):
                     head = b"".join(pieces)  # a single piece is not copied
                 if head is not None:  # one PutObject
                     data: Any = _slices(head, progress) if metered and head else head
-                    read = head
-
-                    def again() -> None:
-                        self._boto3().put(
-                            key,
-                            io.BytesIO(read),
-                            size=len(read),
-                            content_type=content_type,
-                            content_encoding=content_encoding,
-                            metadata=metadata,
-                        )
-
+                    again = functools.partial(by_boto3, io.BytesIO(head), len(head))
                     self._put_one(obstore, store, key, data, attributes, again)
                     return
                 assert size is not None
