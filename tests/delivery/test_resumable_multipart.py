@@ -1,10 +1,12 @@
 """Resumable multipart: a transient failure of one part re-sends only that part (and the
 completion call), counted in bytes on the wire by the fault-injecting proxy.
 
-Every plugin that drives its parts through ``retry_part``: ``oss`` (the OSS double),
+Every plugin whose service has parts. Through ``retry_part``: ``oss`` (the OSS double),
 ``azure`` (azurite; shared key and container SAS), the S3 protocol's boto3 engine
 (``s3compatible`` on moto with ``DESTINATIONS_S3_ENGINE=boto3``, ``gcs`` with HMAC keys on
-moto)."""
+moto). With the SDK retrying each part itself under core's part policy
+(``part_retry_policy``): the native ``s3compatible`` engine (obstore, on moto) and ``gcs``
+with a service-account key (google-cloud-storage's resumable chunks, on the GCS emulator)."""
 
 from __future__ import annotations
 
