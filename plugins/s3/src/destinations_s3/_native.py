@@ -93,6 +93,11 @@ ENGINE_ENV = "DESTINATIONS_S3_ENGINE"
 _PARTS_IN_FLIGHT_BYTES = 32 * MiB
 #: Reads from a stream or file, when no progress is asked for.
 _READ_STEP = 1 * MiB
+#: Below this size a file given by its path is read by obstore (one PutObject); from it on
+#: it is read here. CPU per put on the sink, obstore's read vs ours: 197 vs 223 µs (10 KiB),
+#: 666 vs 649 µs (256 KiB), 1,830 vs 1,653 µs (1 MiB); a 256 MiB multipart upload 0.43 vs
+#: 0.38 s.
+_PATH_PUT_BELOW = 256 * 1024
 
 # AWS_* variables obstore would read (all its constructors read the environment) that this
 # store overrides explicitly, or that obstore ignores; any other one present (a checksum,
@@ -385,16 +390,18 @@ class NativeS3Store(Store):
         mark = ticket.failure_count() if ticket is not None else 0
         threshold = self.options.multipart_threshold
         try:
-            if isinstance(source, str | os.PathLike) and size is not None and not metered:
-                # obstore reads the file itself (in Rust, without the GIL): one PutObject
-                # below the threshold, else a multipart upload read part by part
+            if (
+                size is not None
+                and size < min(threshold, _PATH_PUT_BELOW)
+                and not metered
+                and isinstance(source, str | os.PathLike)
+            ):
+                # a small file costs less CPU read by obstore itself (in Rust) than opened
+                # and read here; from about 256 KiB on, reading it here costs less
                 if os.stat(source).st_size != size:
                     raise _incomplete(size)
-                if size < threshold:
-                    again = functools.partial(by_boto3, source, size)
-                    self._put_one(obstore, store, key, Path(source), attributes, again)
-                else:
-                    self._multipart(obstore, key, Path(source), attributes)
+                again = functools.partial(by_boto3, source, size)
+                self._put_one(obstore, store, key, Path(source), attributes, again)
                 return
             with open_source(source) as stream:
                 head: bytes | None = None
