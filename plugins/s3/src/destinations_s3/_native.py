@@ -93,11 +93,6 @@ ENGINE_ENV = "DESTINATIONS_S3_ENGINE"
 _PARTS_IN_FLIGHT_BYTES = 32 * MiB
 #: Reads from a stream or file, when no progress is asked for.
 _READ_STEP = 1 * MiB
-#: Below this size a file given by its path is read by obstore (one PutObject); from it on
-#: it is read here. CPU per put on the sink, obstore's read vs ours: 197 vs 223 µs (10 KiB),
-#: 666 vs 649 µs (256 KiB), 1,830 vs 1,653 µs (1 MiB); a 256 MiB multipart upload 0.43 vs
-#: 0.38 s.
-_PATH_PUT_BELOW = 256 * 1024
 
 # AWS_* variables obstore would read (all its constructors read the environment) that this
 # store overrides explicitly, or that obstore ignores; any other one present (a checksum,
@@ -390,44 +385,46 @@ class NativeS3Store(Store):
         mark = ticket.failure_count() if ticket is not None else 0
         threshold = self.options.multipart_threshold
         try:
-            if (
-                size is not None
-                and size < min(threshold, _PATH_PUT_BELOW)
-                and not metered
-                and isinstance(source, str | os.PathLike)
-            ):
-                # a small file costs less CPU read by obstore itself (in Rust) than opened
-                # and read here; from about 256 KiB on, reading it here costs less
-                if os.stat(source).st_size != size:
-                    raise _incomplete(size)
-                again = functools.partial(by_boto3, source, size)
-                self._put_one(obstore, store, key, Path(source), attributes, again)
-                return
-            with open_source(source) as stream:
-                head: bytes | None = None
-                if size is not None and size < threshold:
-                    head = read_exactly(stream, size)
-                elif size is None:
-                    meter = progress if metered else None
-                    pieces = _read_pieces(stream, threshold, _step(None, meter))
-                    if sum(map(len, pieces)) >= threshold:  # larger: multipart, head first
-                        self._multipart(
-                            obstore, key, _chunks(stream, None, meter, pieces), attributes
-                        )
-                        return
-                    head = b"".join(pieces)  # a single piece is not copied
-                if head is not None:  # one PutObject
-                    data: Any = _slices(head, progress) if metered and head else head
-                    again = functools.partial(by_boto3, io.BytesIO(head), len(head))
-                    self._put_one(obstore, store, key, data, attributes, again)
-                    return
-                assert size is not None
-                body = _chunks(stream, size, progress if metered else None, [])
-                self._multipart(obstore, key, body, attributes)
+            if size is not None and size < threshold and isinstance(source, str | os.PathLike):
+                head = _read_file(source, size)
+            else:
+                meter = progress if metered else None
+                read = self._head_or_multipart(obstore, key, source, size, attributes, meter)
+                if read is None:
+                    return  # sent as a multipart upload
+                head = read
+            data: Any = _slices(head, progress) if metered and head else head
+            again = functools.partial(by_boto3, io.BytesIO(head), len(head))
+            self._put_one(obstore, store, key, data, attributes, again)
         except StoreError:
             raise
         except Exception as exc:
             raise self._error(exc, ticket, mark) from None
+
+    def _head_or_multipart(
+        self,
+        obstore: Any,
+        key: str,
+        source: Source,
+        size: int | None,
+        attributes: Any,
+        meter: Any,
+    ) -> bytes | None:
+        """The whole body, when it is one PutObject (below the threshold); else it is sent
+        here as a multipart upload, read chunk by chunk, and ``None`` is returned."""
+        threshold = self.options.multipart_threshold
+        with open_source(source) as stream:
+            if size is not None and size < threshold:
+                return read_exactly(stream, size)
+            if size is None:
+                pieces = _read_pieces(stream, threshold, _step(None, meter))
+                if sum(map(len, pieces)) < threshold:
+                    return b"".join(pieces)  # a single piece is not copied
+                body = _chunks(stream, None, meter, pieces)  # larger: multipart, head first
+            else:
+                body = _chunks(stream, size, meter, [])
+            self._multipart(obstore, key, body, attributes)
+            return None
 
     @staticmethod
     def _put_one(
@@ -617,6 +614,31 @@ def _slices(data: bytes, progress: Any) -> Iterator[memoryview]:
         piece = view[start : start + step]
         progress(len(piece))
         yield piece
+
+
+def _read_file(path: str | os.PathLike[str], size: int) -> bytes:
+    """The ``size`` bytes of the file at ``path`` (IncompleteBody unless it holds exactly
+    that many), with ``os.read``: 4.3 µs for 10 KiB, against 15.4 µs through ``open()`` and
+    core's ``read_exactly``; CPU per 10 KiB put on the sink ~170 µs, obstore reading a new
+    ``Path`` itself ~210 µs."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        while len(data) < size:  # a regular file reads short at its end, or past 2 GiB
+            more = os.read(fd, size + 1 - len(data))
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        got = "more than" if len(data) > size else f"only {len(data)} of"
+        raise StoreError(
+            "provider_error",
+            f"the source gave {got} the {size} bytes announced; nothing was written",
+            provider_code="IncompleteBody",
+        )
+    return data
 
 
 def _step(size: int | None, progress: Any) -> int:
