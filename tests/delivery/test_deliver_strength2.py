@@ -577,3 +577,32 @@ def test_the_manifest_is_put_as_json() -> None:
     rs = result_set(ResultFile("a.csv", stream=io.BytesIO(b"1\n"), content_type="text/csv"))
     deliver(rs, [dest(manifest=True)], now=NOW)
     assert RecStore.content_types == {"a.csv": "text/csv", "manifest-rs-9.json": "application/json"}
+
+
+# -- a split source that shrinks while its parts are sent ----------------------------------------
+
+
+def test_a_part_past_the_end_of_a_file_that_shrank_fails_without_writing_an_empty_object(
+    tmp_path: Path,
+) -> None:
+    from destinations._records import ResultFile as Record
+    from destinations._shaping import split_records
+    from destinations._sources import PartSource, PathFile
+
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"1\n2\n3\n")
+    prepared = PathFile(Record("r.jsonl", path), str(path))
+    # resumed exactly at the end, a split yields no part (parts after the first hold a record)
+    with open(path, "rb") as f:
+        f.seek(6)
+        assert list(split_records(f, "jsonl", max_records=1, first=2, header=b"")) == []
+    path.write_bytes(b"1\n")  # the file shrank after part 1 (2 bytes) was cut
+    part = PartSource(
+        prepared, "jsonl", start=4, number=3, header=b"", max_records=1, max_bytes=None,
+        hashing=False,
+    )  # fmt: skip
+    with pytest.raises(destinations.StoreError) as info:
+        part.attempt()
+    part.release()
+    assert info.value.provider_code == "IncompleteBody" and not info.value.transient
+    assert "'r.jsonl' ended at byte 4, before the 6 bytes" in info.value.message

@@ -677,7 +677,9 @@ def split_records(
 
     ``header`` and ``first`` resume a split at a part boundary: ``source`` then starts at
     the first record of part number ``first`` (``source_start``/``source_end`` count from
-    there), and ``header`` is the CSV header read before (``b""`` for JSON Lines)."""
+    there), and ``header`` is the CSV header read before (``b""`` for JSON Lines). Resumed
+    at the end of the source, it yields no part (parts after the first always hold a
+    record)."""
     if fmt not in get_args(RecordFormat):
         raise ValueError(f"unknown record format {fmt!r}: expected 'jsonl' or 'csv'")
     for label, value in (("max_records", max_records), ("max_bytes", max_bytes)):
@@ -693,6 +695,8 @@ def split_records(
 
 
 def _parts(splitter: _Splitter, digest: bool, first: int = 1) -> Iterator[Part]:
+    if first > 1 and splitter.exhausted():
+        return
     part = Part(splitter, first, digest)
     yield part
     while True:

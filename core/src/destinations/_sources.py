@@ -23,7 +23,7 @@ import tempfile
 import threading
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
-from ._errors import SourceUnreadable
+from ._errors import SourceUnreadable, StoreError
 from ._progress import ProgressCallback
 from ._records import ResultFile
 from ._shaping import Part, RecordFormat, split_records
@@ -228,17 +228,25 @@ class PartSource(Prepared):
         self._raw = raw
         raw.seek(self.start)
         max_records, max_bytes = self._limits
-        self.last = next(
-            split_records(
-                raw,
-                self._fmt,
-                max_records=max_records,
-                max_bytes=max_bytes,
-                digest=self._hashing,
-                header=self._header,
-                first=self.number,
-            )
+        parts = split_records(
+            raw,
+            self._fmt,
+            max_records=max_records,
+            max_bytes=max_bytes,
+            digest=self._hashing,
+            header=self._header,
+            first=self.number,
         )
+        self.last = next(parts, None)
+        if self.last is None:  # the file shrank since the delivery began
+            raise StoreError(
+                "provider_error",
+                f"result file {self.file.name!r} ended at byte {self.start}, before the "
+                f"{self._of.size} bytes it held when the delivery began; part {self.number} "
+                "and later were not written",
+                provider_code="IncompleteBody",
+                transient=False,
+            )
         return cast(BinaryIO, self.last)
 
     def _compute_sha256(self) -> str:
