@@ -697,10 +697,15 @@ def test_64_mib_multipart_round_trip_with_flat_memory(
     try:
         with open_store(dest, options) as store:
             store.put("big/64mib.bin", path, size=size, content_type="application/octet-stream")
+            engine = getattr(store, "engine", "boto3")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 24 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
+    # boto3 reads a part when a slot is free; the native engine's 1 MiB reads stay with
+    # obstore until their part is sent: its 32 MiB budget of parts in flight, plus the part
+    # being filled
+    limit = 24 * MiB if engine == "boto3" else 40 * MiB
+    assert peak < limit, f"peak traced memory {peak / MiB:.1f} MiB ({engine})"
     back = hashlib.sha256()
     body = raw.get_object(Bucket=bucket, Key="big/64mib.bin")["Body"]
     for chunk in body.iter_chunks(MiB):
