@@ -38,6 +38,7 @@ What :func:`deliver` guarantees (DESIGN.md "Delivery"):
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 import io
 import logging
@@ -45,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -671,18 +672,25 @@ def deliver(
                     f"{destination.type} under {run.prefix!r}"
                 )
 
-        futures: list[Future[None]] = []
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="destinations-deliver") as pool:
-            # Each upload runs in a copy of the caller's context: its log lines keep the
-            # caller's ids (a worker's task, result set and destination; a request's id).
-            for index in range(len(delivery.files)):
-                for run in runs:
-                    context = contextvars.copy_context()
-                    futures.append(pool.submit(context.run, delivery.deliver_file, run, index))
-            if not delivery.files:
-                for run in runs:
-                    context = contextvars.copy_context()
-                    futures.append(pool.submit(context.run, delivery.finish, run))
+        # The uploads, file by file and destination by destination, taken in turn by at
+        # most ``concurrency`` workers (no future per file: a task each costs more than a
+        # small file's own work). Each worker runs in a copy of the caller's context: its log
+        # lines keep the caller's ids (a worker's task, result set and destination; a
+        # request's id); what an upload sets in it, it resets.
+        todo: list[Callable[[], None]] = [
+            functools.partial(delivery.deliver_file, run, index)
+            for index in range(len(delivery.files))
+            for run in runs
+        ] or [functools.partial(delivery.finish, run) for run in runs]
+        tasks = iter(todo)
+
+        def work() -> None:
+            for task in tasks:  # next() on a list iterator is atomic: each task runs once
+                task()
+
+        workers = max(1, min(concurrency, len(todo)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="destinations-deliver") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, work) for _ in range(workers)]
         for future in futures:
             future.result()  # surfaces a bug in this module; destination failures never raise
     finally:
