@@ -772,7 +772,7 @@ def _rows(
                 f"{extra * 100:+.0f} %",
                 "<= +10 %",
                 extra <= 0.10,
-                "the whole part path: each part cut and streamed to the store in one read of the file",
+                "the whole part path: each part cut and streamed to the store, one read",
             )
         )
 
