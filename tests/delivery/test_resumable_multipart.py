@@ -52,6 +52,15 @@ OPTIONS = StoreOptions(timeout=20.0, multipart_threshold=PART, part_size=PART)
 RETRY = RetryPolicy(attempts=4, initial=0.01, maximum=0.02)
 
 
+def _resent_alone(label: str, status: Any, sent: int, stored: bytes, data: bytes) -> None:
+    """The file arrived whole, with at most two parts more than its size on the wire (the
+    part sent again and the completion request), and was never sent again whole."""
+    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
+    print(f"\n{label}: {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
+    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
+    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+
+
 class _FailOnce:
     """Fail the first request for part ``number`` of a multipart upload, once."""
 
@@ -82,10 +91,7 @@ def test_oss_resends_only_the_failed_part(tmp_path: Path, oss_double: OssDouble)
     assert status.status == "success", status.error
     assert faults == 1
     assert len(parts) == -(-SIZE // PART) + 1  # every part once, part 3 twice
-    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
-    stored = oss_reader(oss_double)(status.keys[0])
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
-    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+    _resent_alone("oss", status, sent, oss_reader(oss_double)(status.keys[0]), data)
 
 
 def test_a_part_that_keeps_failing_fails_the_file_without_resending_it_whole(
@@ -212,11 +218,13 @@ def test_azure_resends_only_the_failed_block(
     assert len(blocks) == -(-SIZE // PART)  # one id per block
     assert blocks[fail.block_id] == 2 and sum(blocks.values()) == len(blocks) + 1
     assert len(lists) == 1  # one Put Block List
-    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
-    print(f"\nazure ({auth}): {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
-    stored = azure_reader(azurite, azure_container)(status.keys[0])
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
-    assert not any("; attempt" in e.text for e in status.log)  # the blob was not resent
+    _resent_alone(
+        f"azure ({auth})",
+        status,
+        sent,
+        azure_reader(azurite, azure_container)(status.keys[0]),
+        data,
+    )
 
 
 def test_azure_block_that_keeps_failing_fails_the_file_without_resending_it_whole(
@@ -304,11 +312,7 @@ def test_s3_protocol_resends_only_the_failed_part(
     assert sorted(parts) == list(range(1, -(-SIZE // PART) + 1))
     assert parts[3] == 2 and all(n == 1 for number, n in parts.items() if number != 3)
     assert len(completes) == 1
-    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
-    print(f"\n{kind}: {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
-    stored = s3_reader(moto_raw, moto_bucket)(status.keys[0])
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
-    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+    _resent_alone(kind, status, sent, s3_reader(moto_raw, moto_bucket)(status.keys[0]), data)
 
 
 @pytest.mark.parametrize("kind", list(S3_PROTOCOL))
@@ -426,11 +430,7 @@ def test_native_engine_resends_only_the_failed_part(
     assert sorted(parts) == list(range(1, -(-SIZE // PART) + 1))
     assert parts[3] == 2 and all(n == 1 for number, n in parts.items() if number != 3)
     assert len(creates) == 1 and len(completes) == 1
-    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
-    print(f"\nnative: {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
-    stored = s3_reader(moto_raw, moto_bucket)(status.keys[0])
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
-    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+    _resent_alone("native", status, sent, s3_reader(moto_raw, moto_bucket)(status.keys[0]), data)
 
 
 def test_native_engine_part_that_keeps_failing_fails_the_file_and_aborts(
@@ -597,11 +597,13 @@ def test_gcs_service_account_resends_only_the_failed_chunk(
     assert len(starts) == 1  # one session: the object was not started again
     assert len(puts) == chunks + 1  # every chunk once, the third twice
     assert [r.status for r in puts].count(503) == 1 and puts[2].status == 503
-    assert SIZE < sent <= SIZE + 2 * PART, f"{sent - SIZE} bytes sent beyond the file"
-    print(f"\ngcs (service account): {sent} bytes on the wire for {SIZE}: +{sent - SIZE}")
-    stored = _gcs_read(gcs_emulator, gcs_sa_bucket, status.keys[0])
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(data).digest()
-    assert not any("; attempt" in e.text for e in status.log)  # the object was not resent
+    _resent_alone(
+        "gcs (service account)",
+        status,
+        sent,
+        _gcs_read(gcs_emulator, gcs_sa_bucket, status.keys[0]),
+        data,
+    )
 
 
 def test_gcs_service_account_chunk_that_keeps_failing_fails_the_file_without_resending_it(
