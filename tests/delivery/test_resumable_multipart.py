@@ -44,7 +44,12 @@ from tests.delivery.conftest import (
 from tests.delivery.faulty_proxy import FaultyProxy
 from tests.emulators.fixtures import MotoHandle
 from tests.emulators.oss_double import OssDouble
-from tests.emulators.servers import AZURITE_ACCOUNT_KEY, AZURITE_ACCOUNT_NAME, Azurite
+from tests.emulators.servers import (
+    AZURITE_ACCOUNT_KEY,
+    AZURITE_ACCOUNT_NAME,
+    Azurite,
+    RecordedRequest,
+)
 
 SIZE = 64 * MiB + 12345
 PART = 8 * MiB
@@ -286,6 +291,22 @@ def _part_number(query: str) -> int | None:
     return int(numbers[0]) if numbers else None
 
 
+_Requests = list[RecordedRequest]
+
+
+def _s3_multipart_requests(
+    proxy: FaultyProxy,
+) -> tuple[Counter[int | None], _Requests, _Requests, _Requests]:
+    """What the proxy saw of S3 multipart uploads: UploadPart requests by part number, then
+    the CreateMultipartUpload, CompleteMultipartUpload and AbortMultipartUpload requests."""
+    requests = proxy.requests
+    parts = Counter(_part_number(r.query) for r in requests if _part_number(r.query))
+    creates = [r for r in requests if r.method == "POST" and "uploads" in r.query]
+    completes = [r for r in requests if r.method == "POST" and "uploadId=" in r.query]
+    aborts = [r for r in requests if r.method == "DELETE" and "uploadId=" in r.query]
+    return parts, creates, completes, aborts
+
+
 @pytest.mark.parametrize("kind", list(S3_PROTOCOL))
 def test_s3_protocol_resends_only_the_failed_part(
     tmp_path: Path,
@@ -333,10 +354,7 @@ def test_s3_protocol_part_that_keeps_failing_fails_the_file_and_aborts(
     with FaultyProxy(moto_server.endpoint, error_when=part_two) as proxy:
         dest = S3_PROTOCOL[kind](moto_server, moto_bucket, proxy.endpoint, f"spent/{kind}")
         (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
-        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
-        creates = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
-        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
-        aborts = [r for r in proxy.requests if r.method == "DELETE" and "uploadId=" in r.query]
+        parts, creates, completes, aborts = _s3_multipart_requests(proxy)
     assert status.status == "failed"
     assert status.error is not None and status.error.transient
     assert parts[2] == RETRY.attempts
@@ -421,9 +439,7 @@ def test_native_engine_resends_only_the_failed_part(
         proxy.reset()
         (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
         sent = proxy.bytes_in
-        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
-        creates = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
-        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
+        parts, creates, completes, _ = _s3_multipart_requests(proxy)
         faults = proxy.faults["error"]
     assert status.status == "success", status.error
     assert faults == 1
@@ -446,10 +462,7 @@ def test_native_engine_part_that_keeps_failing_fails_the_file_and_aborts(
         dest = _native(moto_server, moto_bucket, proxy.endpoint, "spent/native")
         proxy.reset()
         (status,) = deliver(rs, [dest], options=OPTIONS, retry=RETRY)
-        parts = Counter(_part_number(r.query) for r in proxy.requests if _part_number(r.query))
-        creates = [r for r in proxy.requests if r.method == "POST" and "uploads" in r.query]
-        completes = [r for r in proxy.requests if r.method == "POST" and "uploadId=" in r.query]
-        aborts = [r for r in proxy.requests if r.method == "DELETE" and "uploadId=" in r.query]
+        parts, creates, completes, aborts = _s3_multipart_requests(proxy)
     assert status.status == "failed"
     assert status.error is not None and status.error.transient
     assert parts[2] == RETRY.attempts
