@@ -513,7 +513,10 @@ def test_a_killed_connection_leaves_no_file_under_the_final_name(sshd: Sshd, roo
 
     def kill() -> None:
         for pid in _connection_processes(sshd):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # gone with its parent, killed a moment before
+                continue
             killed.append(pid)
 
     with open_store(destination, StoreOptions(timeout=10)) as store:

@@ -36,6 +36,7 @@ for their first two attempts; keys containing "permanent" answer ``MemoBroken`` 
 status 503 but marked permanent. Every attempt is counted in ``<folder>/.attempts``.
 """
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,11 +59,14 @@ class MemoStore(Store):
             raise StoreError("invalid_credentials", "memo_token is wrong")
         self.root = Path(fields.memo_folder)
 
+    _counting = threading.Lock()  # files are put from several threads at once
+
     def _attempt(self, key: str) -> int:
         counts = self.root / ".attempts"
-        seen = json.loads(counts.read_text()) if counts.exists() else {}
-        seen[key] = seen.get(key, 0) + 1
-        counts.write_text(json.dumps(seen))
+        with self._counting:
+            seen = json.loads(counts.read_text()) if counts.exists() else {}
+            seen[key] = seen.get(key, 0) + 1
+            counts.write_text(json.dumps(seen))
         return seen[key]
 
     def put(self, key, source, *, size, content_type, content_encoding=None, metadata=None):
