@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import itertools
 import json
 import os
 import random
@@ -54,6 +53,8 @@ from typing import Any
 
 import _common
 from _common import Row
+
+from tests.gil import longest_stall
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -226,31 +227,9 @@ def gil_parallel(path: Path, codec: str, times: int) -> dict[str, float]:
     return {"one_thread_s": one, "two_threads_s": two, "speedup": one / two, "cores": cpu / two}
 
 
-def longest_stall(call: Callable[[], object]) -> dict[str, float]:
-    """While ``call`` runs on another thread, the longest time a pure-Python loop here could
-    not run. A call holding the GIL stalls it for all of its length, whatever the load."""
-    window: list[float] = []
-    started = threading.Event()
-
-    def worker() -> None:
-        started.set()
-        window.append(time.perf_counter())
-        call()
-        window.append(time.perf_counter())
-
-    ticks: list[float] = []
-    thread = threading.Thread(target=worker)
-    thread.start()
-    started.wait()
-    while thread.is_alive():
-        ticks.append(time.perf_counter())
-        for _ in range(100):
-            pass
-    thread.join()
-    begin, end = window
-    inside = [begin, *(t for t in ticks if begin < t < end), end]
-    stall = max(b - a for a, b in itertools.pairwise(inside))
-    return {"stall_s": stall, "call_s": end - begin}
+def _stall(call: Callable[[], object]) -> dict[str, float]:
+    stall, duration = longest_stall(call)
+    return {"stall_s": stall, "call_s": duration}
 
 
 def gil_stalls(path: Path) -> dict[str, dict[str, float]]:
@@ -261,11 +240,11 @@ def gil_stalls(path: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for codec in ("gzip", "zstd"):
         backend = compression_backends(codec)[0]  # type: ignore[arg-type]
-        out[f"{codec} ({backend})"] = longest_stall(
+        out[f"{codec} ({backend})"] = _stall(
             lambda c=codec: CompressedReader(_Repeat(block, 8), c, chunk_size=len(block)).read()
         )
     big = block * 8  # one C call over 128 MiB that holds the GIL throughout
-    out["control: bytes.count"] = longest_stall(lambda: big.count(b'"i'))
+    out["control: bytes.count"] = _stall(lambda: big.count(b'"i'))
     return out
 
 

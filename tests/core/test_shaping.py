@@ -10,13 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import itertools
 import json
 import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from destinations._shaping import (
     record_format,
     split_records,
 )
+from tests.gil import longest_stall
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
@@ -294,44 +293,18 @@ def test_compression_releases_the_gil(codec, backend):
     # The control: one C call that holds the GIL, long enough (8 x 16 MiB) that thread start-up
     # and scheduling are a small part of it on a busy machine.
     big = block * 8
-    control_stall, control_duration = _longest_stall(lambda: big.count(b'"i'))
+    control_stall, control_duration = longest_stall(lambda: big.count(b'"i'))
     assert control_stall > 0.5 * control_duration, (control_stall, control_duration)
     # A call that held the GIL would stall the loop for all of it, every time; a busy machine
     # can also stall it (descheduling), so the best of three tries is what counts.
     tries = []
     for _ in range(3):
-        stall, duration = _longest_stall(compress)
+        stall, duration = longest_stall(compress)
         tries.append((round(stall, 3), round(duration, 3)))
         if stall < 0.25 * duration:
             break
     else:
         raise AssertionError(f"the loop stalled for most of every call: {tries}")
-
-
-def _longest_stall(call) -> tuple[float, float]:
-    """The longest time a pure-Python loop in this thread could not run while ``call`` ran
-    in another thread, and how long the call took."""
-    window: list[float] = []
-    started = threading.Event()
-
-    def worker() -> None:
-        started.set()
-        window.append(time.perf_counter())
-        call()
-        window.append(time.perf_counter())
-
-    ticks: list[float] = []
-    thread = threading.Thread(target=worker)
-    thread.start()
-    started.wait()
-    while thread.is_alive():
-        ticks.append(time.perf_counter())
-        for _ in range(100):
-            pass
-    thread.join()
-    begin, end = window
-    inside = [begin, *(t for t in ticks if begin < t < end), end]
-    return max(b - a for a, b in itertools.pairwise(inside)), end - begin
 
 
 # -- memory ----------------------------------------------------------------------------------
