@@ -60,6 +60,42 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _destination(spec: dict[str, Any], name: str, **extra: Any) -> Any:
+    """The ``s3compatible`` destination destinations delivers to in this benchmark."""
+    import destinations
+
+    return destinations.parse_destination(
+        {
+            "name": name,
+            "enabled": True,
+            "type": "s3compatible",
+            "s3_endpoint": spec["endpoint"],
+            "s3_bucket_name": spec["bucket"],
+            "s3_access_key_id": spec["key"],
+            "s3_secret_access_key": spec["secret"],
+            "s3_region": "us-east-1",
+            **extra,
+        }
+    )
+
+
+def _obstore(spec: dict[str, Any], **extra: Any) -> Any:
+    """obstore's own store for the same bucket, no retries (the peer side)."""
+    from obstore.store import S3Store
+
+    return S3Store(
+        spec["bucket"],
+        endpoint=spec["endpoint"],
+        access_key_id=spec["key"],
+        secret_access_key=spec["secret"],
+        region="us-east-1",
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+        retry_config={"max_retries": 0},
+        **extra,
+    )
+
+
 def _upload(spec: dict[str, Any]) -> dict[str, Any]:
     client, endpoint, bucket, files = (
         spec["client"],
@@ -70,22 +106,9 @@ def _upload(spec: dict[str, Any]) -> dict[str, Any]:
     key, secret = spec["key"], spec["secret"]
     prefix = f"run-{uuid.uuid4().hex[:8]}"
     if client == "destinations":
-        import destinations
         from destinations import ResultFile, ResultSet, StoreOptions, deliver
 
-        dest = destinations.parse_destination(
-            {
-                "name": "bench",
-                "enabled": True,
-                "type": "s3compatible",
-                "s3_endpoint": endpoint,
-                "s3_bucket_name": bucket,
-                "s3_access_key_id": key,
-                "s3_secret_access_key": secret,
-                "s3_region": "us-east-1",
-                "s3_path_prefix": prefix,
-            }
-        )
+        dest = _destination(spec, "bench", s3_path_prefix=prefix)
         options = StoreOptions(
             timeout=60, multipart_threshold=PART, part_size=PART, max_connections=INFLIGHT
         )
@@ -127,18 +150,8 @@ def _upload(spec: dict[str, Any]) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
 
         import obstore
-        from obstore.store import S3Store
 
-        store = S3Store(
-            bucket,
-            endpoint=endpoint,
-            access_key_id=key,
-            secret_access_key=secret,
-            region="us-east-1",
-            virtual_hosted_style_request=False,
-            client_options={"allow_http": True},
-            retry_config={"max_retries": 0},
-        )
+        store = _obstore(spec)
 
         def one(path: str) -> None:
             obstore.put(
@@ -185,25 +198,13 @@ def _upload(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verify(spec: dict[str, Any]) -> dict[str, Any]:
-    endpoint, bucket, key, secret = spec["endpoint"], spec["bucket"], spec["key"], spec["secret"]
     n = spec["n"]
     times: list[float] = []
     if spec["client"] == "destinations":
         import destinations
 
         def dest(i: int) -> Any:
-            return destinations.parse_destination(
-                {
-                    "name": f"bench {i}",
-                    "enabled": True,
-                    "type": "s3compatible",
-                    "s3_endpoint": endpoint,
-                    "s3_bucket_name": bucket,
-                    "s3_access_key_id": key,
-                    "s3_secret_access_key": secret,
-                    "s3_region": "us-east-1",
-                }
-            )
+            return _destination(spec, f"bench {i}")
 
         if spec.get("fanout"):
             from concurrent.futures import ThreadPoolExecutor
@@ -224,20 +225,9 @@ def _verify(spec: dict[str, Any]) -> dict[str, Any]:
             times.append(time.perf_counter() - t0)
         return {"times": times}
     import obstore
-    from obstore.store import S3Store
 
     def cycle() -> None:
-        store = S3Store(
-            bucket,
-            endpoint=endpoint,
-            access_key_id=key,
-            secret_access_key=secret,
-            region="us-east-1",
-            virtual_hosted_style_request=False,
-            disable_bulk_delete=True,
-            client_options={"allow_http": True},
-            retry_config={"max_retries": 0},
-        )
+        store = _obstore(spec, disable_bulk_delete=True)
         probe = f"probe-{uuid.uuid4().hex}.txt"
         obstore.put(store, probe, b"destinations verification probe\n", use_multipart=False)
         obstore.delete(store, probe)
