@@ -6,6 +6,7 @@ Every script writes ``<out>/<name>.json`` as ``{"rows": [Row...], "machine": ...
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -89,3 +90,20 @@ def table(rows: list[Row]) -> str:
             f"{r.target} | {met} |"
         )
     return "\n".join(lines)
+
+
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    """Send one prebuilt HTTP/1.1 request on a keep-alive connection and read its response
+    (framed by Content-Length); the status. The load generators' minimal client: httpx costs
+    about as much CPU per request as the server does."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Row, write
+from _common import ROOT, Row, exchange, write
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CONNECTIONS = 16
@@ -77,20 +77,9 @@ async def _load(base: str, path: str, requests: int, deadline: float) -> tuple[f
     done = 0
     failures = 0
 
-    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await reader.readexactly(length)
-        return status
-
     connections = [await asyncio.open_connection(host, int(port)) for _ in range(CONNECTIONS)]
     for reader, writer in connections:  # warm each connection
-        await one(reader, writer)
+        await exchange(reader, writer, request)
     started = time.perf_counter()
     stop_at = started + deadline
 
@@ -98,7 +87,7 @@ async def _load(base: str, path: str, requests: int, deadline: float) -> tuple[f
         nonlocal done, failures
         while done < requests and time.perf_counter() < stop_at:
             done += 1
-            if await one(reader, writer) != 200:
+            if await exchange(reader, writer, request) != 200:
                 failures += 1
 
     await asyncio.gather(*(worker(r, w) for r, w in connections))
@@ -135,8 +124,6 @@ def run_database(label: str, url: str, requests: int, rounds: int) -> dict[str, 
     from destinations.api import create_api_key
 
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    for i in range(PAGE):
-        (root / f"d{i}").mkdir()
     port = _free_port()
     env = {
         **os.environ,
@@ -184,7 +171,7 @@ def run_database(label: str, url: str, requests: int, rounds: int) -> dict[str, 
                     "name": f"dest {i}",
                     "type": "local",
                     "enabled": True,
-                    "local_directory": f"d{i}",
+                    "local_directory": ".",  # the account's own directory in the root
                     "local_path_prefix": "exports/%DATE%",
                 },
             )

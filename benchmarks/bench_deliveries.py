@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Row, median, ms, write
+from _common import ROOT, Row, exchange, median, ms, write
 
 CONNECTIONS = 16
 MiB = 1024 * 1024
@@ -62,17 +62,6 @@ async def _post_load(
     done = 0
     failures = 0
 
-    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        await reader.readexactly(length)
-        return status
-
     connections = [await asyncio.open_connection(host, int(port)) for _ in range(CONNECTIONS)]
     started = time.perf_counter()
 
@@ -80,7 +69,7 @@ async def _post_load(
         nonlocal done, failures
         while done < count:
             done += 1
-            if await one(reader, writer) != expect:
+            if await exchange(reader, writer, request) != expect:
                 failures += 1
 
     await asyncio.gather(*(worker(r, w) for r, w in connections))
