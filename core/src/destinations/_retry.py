@@ -206,7 +206,6 @@ def retry_part(
         else:
             call_with_retries(attempt, policy)
     except StoreError as exc:
-        if policy is not None and exc.transient:
-            setattr(exc, _SPENT, True)
+        parts_spent(exc)  # within a delivery, a transient failure that outlived the policy
         raise
     return result[0]
