@@ -220,6 +220,20 @@ def _placement(request: Any, length: int, size: int | None) -> tuple[int, float]
     return None
 
 
+def _at_most(retries: int, transient: Callable[[Exception], bool]) -> Callable[[Exception], bool]:
+    """A retry predicate that says yes to at most ``retries`` transient failures."""
+    left = retries
+
+    def predicate(exc: Exception) -> bool:
+        nonlocal left
+        if left <= 0 or not transient(exc):
+            return False
+        left -= 1
+        return True
+
+    return predicate
+
+
 class _ChunkRetry(Retry):
     """Core's part policy as google-cloud-storage's retry of a resumable upload.
 
@@ -252,18 +266,9 @@ class _ChunkRetry(Retry):
 
         @functools.wraps(func)
         def with_retries(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            left = policy.attempts - 1
-
-            def predicate(exc: Exception) -> bool:
-                nonlocal left
-                if left <= 0 or not transient(exc):
-                    return False
-                left -= 1
-                return True
-
             result: _R = retry_target(
                 functools.partial(func, *args, **kwargs),
-                predicate,
+                _at_most(policy.attempts - 1, transient),
                 exponential_sleep_generator(policy.initial, policy.maximum, multiplier=2.0),
                 timeout=policy.deadline,
                 on_error=on_error,
@@ -347,17 +352,9 @@ class GcsJsonStore(Store):
 
     def _retry(self) -> Retry | None:
         """At most ``options.retries`` retries of transient failures within one call."""
-        left = self.options.retries
-        if left <= 0:
+        if self.options.retries <= 0:
             return None
-
-        def predicate(exc: Exception) -> bool:
-            nonlocal left
-            if left <= 0 or not self._error(exc, "retry").transient:
-                return False
-            left -= 1
-            return True
-
+        predicate = _at_most(self.options.retries, lambda e: self._error(e, "retry").transient)
         return Retry(predicate=predicate, initial=0.5, maximum=8.0, timeout=None)
 
     def _chunk_retry(self) -> Retry | None:
