@@ -9,6 +9,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import botocore.config
 import botocore.exceptions
@@ -410,3 +411,34 @@ def test_progress_granule() -> None:
     assert progress_granule(50) == 1
     assert progress_granule(0) == 1
     assert progress_granule(None) == 256 * 1024
+
+
+# -- read_exactly / read_file_exactly ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("announced", [0, 5, 6, 7])
+def test_read_file_exactly_gives_the_file_only_at_its_announced_size(
+    tmp_path: Path, announced: int
+) -> None:
+    from destinations.plugin import StoreError, read_exactly, read_file_exactly
+
+    path = tmp_path / "six.bin"
+    path.write_bytes(b"abcdef")
+    if announced == 6:
+        assert read_file_exactly(path, 6) == b"abcdef" == read_exactly(io.BytesIO(b"abcdef"), 6)
+        return
+    with pytest.raises(StoreError) as from_path:
+        read_file_exactly(path, announced)
+    with pytest.raises(StoreError) as from_stream:
+        read_exactly(io.BytesIO(b"abcdef"), announced)
+    assert from_path.value.provider_code == from_stream.value.provider_code == "IncompleteBody"
+    assert from_path.value.message == from_stream.value.message
+    more = "more than" if announced < 6 else "only 6 of"
+    assert f"the source gave {more} the {announced} bytes announced" in from_path.value.message
+
+
+def test_read_file_exactly_names_a_missing_file_as_the_os_does(tmp_path: Path) -> None:
+    from destinations.plugin import read_file_exactly
+
+    with pytest.raises(FileNotFoundError):
+        read_file_exactly(tmp_path / "gone.bin", 1)

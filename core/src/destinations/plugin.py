@@ -33,7 +33,16 @@ from ._progress import (
     upload_progress,
 )
 from ._retry import part_retry_policy, parts_spent, retry_part
-from ._store import MiB, Source, Store, StoreOptions, open_source, read_exactly, source_size
+from ._store import (
+    MiB,
+    Source,
+    Store,
+    StoreOptions,
+    open_source,
+    read_exactly,
+    read_file_exactly,
+    source_size,
+)
 from ._toolkit import (
     AccessKeyId,
     InvalidMetadata,
@@ -84,6 +93,7 @@ __all__ = [
     "private_endpoints_allowed",
     "progress_granule",
     "read_exactly",
+    "read_file_exactly",
     "read_up_to",
     "refuse_plain_http",
     "retry_part",
