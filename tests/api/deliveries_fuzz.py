@@ -19,6 +19,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
+from tests.envelope import record_answer
 from tests.security.conftest import create_key, server_env, start_server
 
 #: The operations this module fuzzes (everything api/_deliveries.py serves).
@@ -71,21 +72,7 @@ def _fuzz(url: str, key: str, cases: int) -> dict[str, Any]:
     failures: list[str] = []
 
     def check(response: requests.Response, case: Any) -> None:
-        stats["cases"] += 1
-        if response.status_code >= 500:
-            stats["5xx"] += 1
-            failures.append(f"{case.method} {case.path}: {response.status_code}")
-        elif response.status_code >= 400:
-            try:
-                info = response.json()["request_info"]
-                ok = info["success"] is False and isinstance(info["message"], str)
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                stats["bad_envelope"] += 1
-                failures.append(f"{case.method} {case.path}: {response.text[:200]}")
-        else:
-            stats["2xx"] += 1
+        record_answer(response, case, stats, failures)
 
     def fuzz(strategy: Any, path: str) -> None:
         @settings(

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from destinations.persistence import DestinationRow, load_secret_box, make_engine
+from tests.envelope import record_answer
 from tests.security.conftest import Server, start_server
 
 
@@ -175,19 +176,7 @@ def test_schemathesis_fuzzing(serve: Any) -> None:
     failures: list[str] = []
 
     def check(response: requests.Response, case: Any) -> None:
-        stats["cases"] += 1
-        if response.status_code >= 500:
-            stats["5xx"] += 1
-            failures.append(f"{case.method} {case.path}: {response.status_code}")
-        elif response.status_code >= 400:
-            try:
-                info = response.json()["request_info"]
-                ok = info["success"] is False and isinstance(info["message"], str)
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                stats["bad_envelope"] += 1
-                failures.append(f"{case.method} {case.path}: {response.text[:200]}")
+        record_answer(response, case, stats, failures)
 
     seed_id = seed.json()["destination"]["id"]
 
