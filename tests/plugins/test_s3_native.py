@@ -6,9 +6,7 @@ progress and memory of the native engine."""
 from __future__ import annotations
 
 import base64
-import datetime
 import io
-import ipaddress
 import json
 import os
 import socket
@@ -24,10 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from destinations import (
     Destination,
@@ -57,6 +51,7 @@ from tests.emulators.servers import (
 from tests.plugins._http_stub import StubServer, s3_error
 from tests.plugins.test_s3 import _MotoConformance, _s3compatible, s3_meta_reader
 from tests.security.conftest import Recorder
+from tests.tls import STAND_IN_PUBLIC, self_signed
 
 ENGINES = {"native": NativeS3Store, "boto3": S3ProtocolStore}
 
@@ -408,7 +403,6 @@ def test_repr_hides_the_secret() -> None:
 
 # --- the endpoint guard on the native client: the tunnel ----------------------------------
 
-STAND_IN_PUBLIC = "127.0.0.2"  # plays a public server: the guard is told to let it through
 
 
 @pytest.fixture
@@ -426,32 +420,7 @@ def guard_on(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def leaf_cert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """A self-signed server certificate for 127.0.0.2 (not a CA: rustls refuses those)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(STAND_IN_PUBLIC))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file, key_file = self_signed(tmp_path, "stand-in", STAND_IN_PUBLIC, ca=False)
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert_file))
     return cert_file, key_file
 
