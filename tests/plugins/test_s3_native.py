@@ -331,6 +331,51 @@ def test_multipart_bounds_parts_in_flight_and_sends_attributes() -> None:
     assert store._parts * 8 * MiB <= 48 * MiB
 
 
+@pytest.mark.parametrize(("size", "multipart"), [(1024, False), (9 * MiB, True)])
+def test_a_delivery_builds_only_the_store_it_sends_on(
+    size: int,
+    multipart: bool,
+    seaweedfs: SeaweedFS,
+    weed_bucket: str,
+    weed_raw: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small file goes as one PutObject on the plain store; a large one as a multipart
+    upload on the store that retries parts with core's policy. Building an obstore store
+    costs milliseconds of CPU (its TLS roots are loaded under the GIL), so a delivery of one
+    large file builds that one store only, not the plain one as well."""
+    from destinations import ResultFile, ResultSet, deliver
+
+    built: list[object] = []
+    real_build = NativeS3Store._build
+
+    def counted(self: NativeS3Store, proxy_url: str | None, parts: Any) -> Any:
+        built.append(parts)
+        return real_build(self, proxy_url, parts)
+
+    monkeypatch.setattr(NativeS3Store, "_build", counted)
+    body = os.urandom(size)
+    (tmp_path / "f.bin").write_bytes(body)
+    prefix = f"builds/{uuid.uuid4().hex[:8]}/"
+    dest = parse_destination(
+        _compatible(
+            seaweedfs.access_key_id,
+            seaweedfs.secret_access_key,
+            weed_bucket,
+            seaweedfs.endpoint,
+            s3_path_prefix=prefix,
+        )
+    )
+    rs = ResultSet("c1", "n", "rs1", [ResultFile("f.bin", str(tmp_path / "f.bin"))])
+    (status,) = deliver(rs, [dest])
+    assert status.status == "success", status.error
+    assert len(built) == 1
+    assert (built[0] is not None) is multipart  # the part-policy store, or the plain one
+    (key,) = s3_key_lister(weed_raw, weed_bucket)(prefix)
+    assert s3_object_reader(weed_raw, weed_bucket)(key) == body
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 

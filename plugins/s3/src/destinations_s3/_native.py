@@ -297,10 +297,13 @@ class NativeS3Store(Store):
             credential_provider=cast("S3CredentialProvider", self._credentials),
         )
 
-    def _client(self, parts: RetryPolicy | None = None) -> tuple[Any, Ticket | None]:
+    def _client(
+        self, parts: RetryPolicy | None = None, *, build: bool = True
+    ) -> tuple[Any, Ticket | None]:
         """The obstore store for this call: direct while the guard is lifted, else through
         the tunnel (the endpoint's host checked first, once). ``parts``: the store retrying
-        each request of a multipart upload with that policy (built once per policy)."""
+        each request of a multipart upload with that policy (built once per policy).
+        ``build=False``: only the check and the tunnel's ticket (the store is ``None``)."""
         proxy_url: str | None = None
         ticket: Ticket | None = None
         if not private_endpoints_allowed():
@@ -317,6 +320,8 @@ class NativeS3Store(Store):
                         self._ticket = tunnel.issue(self._guard_label, self.options.timeout)
             ticket = self._ticket
             proxy_url = tunnel.proxy_url(ticket)
+        if not build:
+            return None, ticket
         slot = (proxy_url, parts)
         store = self._stores.get(slot)
         if store is None:
@@ -382,7 +387,9 @@ class NativeS3Store(Store):
             attributes["Content-Encoding"] = content_encoding
         if metadata:
             attributes.update(metadata)
-        store, ticket = self._client_or_raise()
+        # The endpoint is checked first; the store for one PutObject is built only when one is
+        # sent (below): a multipart upload runs on a store of its own and never needs it.
+        _, ticket = self._client_or_raise(build=False)
         mark = ticket.failure_count() if ticket is not None else 0
         threshold = self.options.multipart_threshold
         try:
@@ -394,6 +401,7 @@ class NativeS3Store(Store):
                 if read is None:
                     return  # sent as a multipart upload
                 head = read
+            store, _ = self._client_or_raise()
             data: Any = _slices(head, progress) if metered and head else head
             again = functools.partial(by_boto3, io.BytesIO(head), len(head))
             self._put_one(obstore, store, key, data, attributes, again)
@@ -501,9 +509,11 @@ class NativeS3Store(Store):
         if fallback is not None:
             fallback.close()
 
-    def _client_or_raise(self, parts: RetryPolicy | None = None) -> tuple[Any, Ticket | None]:
+    def _client_or_raise(
+        self, parts: RetryPolicy | None = None, *, build: bool = True
+    ) -> tuple[Any, Ticket | None]:
         try:
-            return self._client(parts)
+            return self._client(parts, build=build)
         except StoreError:
             raise
         except OSError as exc:  # the pre-flight look-up of the endpoint's host
