@@ -358,3 +358,57 @@ def test_splitting_with_bytes_count_gives_the_same_parts(
         assert parts() == fast
     finally:
         _shaping._count = saved
+
+
+#: Line lengths for long documents: empty lines, short ones, some over a counting block.
+line_lengths = st.lists(
+    st.one_of(st.integers(0, 3), st.integers(4, 400), st.integers(60_000, 140_000)),
+    min_size=1,
+    max_size=400,
+)
+
+
+def _document(lengths: list[int]) -> bytes:
+    return b"".join(b"x" * n + b"\n" for n in lengths)
+
+
+@settings(max_examples=1000)
+@given(lengths=line_lengths, cut=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)))
+@example([0] * 200, (0, 0))  # only line ends: the blocks halve down to the last few
+@example([3] * 1000, (5, 7))  # the n-th end in the first block
+@example([200] * 1500, (0, 1000))  # whole blocks skipped before the one holding the end
+@example([100_000, 0, 0] + [1] * 70, (0, 50))  # a long line, then the end past a block
+def test_the_nth_line_end_is_the_one_find_would_reach(
+    lengths: list[int], cut: tuple[int, int]
+) -> None:
+    """The boundary search (blocks counted, a block holding the end halved) lands where a
+    loop of ``find`` does, for every n the range holds more than."""
+    from destinations import _shaping
+
+    buf = _document(lengths)
+    start = cut[0] % len(buf)
+    total = buf.count(b"\n", start)
+    if total < 2:
+        return
+    n = 1 + cut[1] % (total - 1)
+    i = start
+    for _ in range(n):
+        i = buf.find(b"\n", i) + 1
+    assert _shaping._nth_line_end(buf, start, len(buf), n) == i
+
+
+@settings(max_examples=1000)
+@given(
+    lengths=line_lengths,
+    max_records=st.integers(64, 700),
+    chunk=st.one_of(st.integers(4096, 300_000), st.just(CHUNK)),
+    resume=st.booleans(),
+)
+@example([1] * 400, 64, CHUNK, False)  # the limit exactly where counting starts
+@example([0] * 400, 199, 4096, True)  # empty records: many ends in one block
+def test_long_jsonl_splits_back_to_the_original(
+    lengths: list[int], max_records: int, chunk: int, resume: bool
+) -> None:
+    """Record limits of 64 and more: a part's end inside a chunk is found by counting blocks;
+    the parts still give back the file, record for record."""
+    _check(_document(lengths), "jsonl", max_records, None, chunk, LOOKAHEAD, [-1], resume)

@@ -367,6 +367,9 @@ _QUOTE: Final = b'"'
 _FIND_BELOW: Final = 64
 #: A read at least this large that ends mid-chunk makes the next source read fit it.
 _REALIGN: Final = 64 * 1024
+#: Where a part ends inside a chunk, the chunk is counted in blocks of this size (halved as the
+#: end gets near) before the last few line ends are found one by one.
+_BLOCK: Final = 64 * 1024
 
 _JSONL_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
@@ -424,10 +427,24 @@ def _line_ends(buf: bytes, start: int, stop: int, limit: int) -> tuple[int, int]
         return 0, -1
     if count <= limit:
         return count, buf.rfind(_NL, start, stop) + 1
-    i = start
-    for _ in range(limit):
+    return limit, _nth_line_end(buf, start, stop, limit)
+
+
+def _nth_line_end(buf: bytes, start: int, stop: int, n: int) -> int:
+    """The index after the ``n``-th ``\\n`` of ``buf[start:stop]``, which holds more than
+    ``n``: whole blocks are counted and skipped, a block holding the end is halved, and the
+    last few (fewer than ``_FIND_BELOW``, or a block of under 64 bytes) are found one by one."""
+    i, block = start, _BLOCK
+    while n >= _FIND_BELOW and block >= _FIND_BELOW:
+        j = min(stop, i + block)
+        count = _count(buf, _NL, i, j)
+        if count < n:
+            n, i = n - count, j
+        else:
+            block //= 2
+    for _ in range(n):
         i = buf.find(_NL, i, stop) + 1
-    return limit, i
+    return i
 
 
 def _csv_ends(buf: bytes, start: int, stop: int, limit: int, parity: int) -> tuple[int, int]:
