@@ -376,6 +376,51 @@ def test_a_delivery_builds_only_the_store_it_sends_on(
     assert s3_object_reader(weed_raw, weed_bucket)(key) == body
 
 
+def test_a_store_runs_one_multipart_upload_at_a_time(
+    seaweedfs: SeaweedFS,
+    weed_bucket: str,
+    weed_proxy: CountingProxy,
+    weed_raw: Any,
+    tmp_path: Path,
+) -> None:
+    """Four large files delivered four at a time: each multipart upload is started, sent and
+    completed before the next one starts (obstore holds every part's bytes until it is sent,
+    so uploads side by side multiply the memory), while the parts of each go in parallel."""
+    from destinations import ResultFile, ResultSet, deliver
+
+    files, bodies = [], {}
+    for i in range(4):
+        body = os.urandom(9 * MiB)
+        (tmp_path / f"f{i}.bin").write_bytes(body)
+        files.append(ResultFile(f"f{i}.bin", str(tmp_path / f"f{i}.bin")))
+        bodies[f"f{i}.bin"] = body
+    prefix = f"turns/{uuid.uuid4().hex[:8]}/"
+    dest = parse_destination(
+        _compatible(
+            seaweedfs.access_key_id,
+            seaweedfs.secret_access_key,
+            weed_bucket,
+            weed_proxy.endpoint,
+            s3_path_prefix=prefix,
+        )
+    )
+    weed_proxy.reset()
+    (status,) = deliver(ResultSet("c1", "n", "rs1", files), [dest], concurrency=4)
+    assert status.status == "success", status.error
+    events = []
+    for r in weed_proxy.requests:
+        if r.method == "POST" and r.query.split("=")[0] == "uploads":
+            events.append("start")
+        elif r.method == "POST" and "uploadId=" in r.query:
+            events.append("complete")
+    assert events == ["start", "complete"] * 4
+    parts = [r for r in weed_proxy.requests if r.method == "PUT" and "partNumber=" in r.query]
+    assert len(parts) == 4 * 2  # 8 MiB + 1 MiB each
+    read = s3_object_reader(weed_raw, weed_bucket)
+    for key in s3_key_lister(weed_raw, weed_bucket)(prefix):
+        assert read(key) == bodies[key.rsplit("/", 1)[1]]
+
+
 # --- errors ---------------------------------------------------------------------------------------
 
 
