@@ -9,7 +9,8 @@ parts, the same files for every client. Each measurement runs in a fresh child p
 RSS growth (VmHWM after setup vs after the run) are the client's alone. Rounds rotate the
 client order; the table gives medians, and the spread (min-max) in the JSON.
 
-Workloads: 1,000 x 10 KiB; 100 x 1 MiB; 1 x 256 MiB; verify cycle (new store, put, delete)
+Workloads: 1,000 x 10 KiB; 100 x 1 MiB; 1 x 256 MiB; 8 x 32 MiB (large files side by side:
+peak RSS growth); verify cycle (new store, put, delete)
 vs obstore's own new store + put + delete; first store in a fresh process (import, parse,
 open) vs obstore's import + store, every process with bytecode caches (as installed
 packages have them); 50 destinations verified at once vs one.
@@ -355,6 +356,7 @@ def main() -> None:
             "1,000 x 10 KiB": _files(tmp, 1000 // scale, 10 * 1024, "small"),
             "100 x 1 MiB": _files(tmp, 100 // scale, 1024 * 1024, "medium"),
             "1 x 256 MiB": _files(tmp, 1, (256 // scale) * 1024 * 1024, "large"),
+            "8 x 32 MiB": _files(tmp, 8, (32 // scale) * 1024 * 1024, "eight"),
         }
         # Warm-up, not recorded: a new bucket's first writes (SeaweedFS assigns its volumes)
         # would otherwise land on whichever client goes first.
@@ -468,6 +470,10 @@ def _med(runs: list[dict[str, Any]], field: str) -> float:
     return statistics.median(r[field] for r in runs)
 
 
+#: The workloads issue 14 sets a wall-time goal for (the others are reported).
+_GOAL_WORKLOADS = ("1,000 x 10 KiB", "100 x 1 MiB", "1 x 256 MiB")
+
+
 def _rows(results: dict[str, Any], workloads: dict[str, list[str]]) -> list[Row]:
     rows: list[Row] = []
     for wname in workloads:
@@ -475,14 +481,15 @@ def _rows(results: dict[str, Any], workloads: dict[str, list[str]]) -> list[Row]
             cell = results[f"{wname} | {tname}"]
             ours = _med(cell["destinations"], "wall")
             best = min(_med(cell[c], "wall") for c in CLIENTS if c != "destinations")
+            goal = wname in _GOAL_WORKLOADS
             rows.append(
                 Row(
                     f"{wname}, {tname}",
                     f"{ours:.3f} s",
                     f"fastest peer {best:.3f} s",
                     f"{best / ours:.2f}x",
-                    ">= 1.0x",
-                    best / ours >= 1.0,
+                    ">= 1.0x" if goal else "reported",
+                    best / ours >= 1.0 if goal else None,
                 )
             )
     return rows
@@ -509,7 +516,7 @@ def report_table(results: dict[str, Any]) -> str:
             + " | ".join(f"{c:.3f}" for c in cpu)
             + " |"
         )
-        if wname.startswith("1 x"):
+        if wname.startswith(("1 x", "8 x")):
             rss = [_med(cell[c], "rss") / 2**20 for c in CLIENTS]
             lines.append(
                 f"| {wname}, {tname}: peak RSS growth (MiB) | "
