@@ -452,7 +452,7 @@ class NativeS3Store(Store):
         attributes: Any,
         again: Callable[[], None],
     ) -> None:
-        """One PutObject of ``data`` (bytes, slices of them, or a file's path)."""
+        """One PutObject of ``data`` (bytes, or slices of them)."""
         try:
             obstore.put(store, key, data, attributes=attributes, use_multipart=False)
         except Exception as exc:
